@@ -1,0 +1,94 @@
+"""Defaults shared by every experiment config.
+
+Each experiment file calls `base_config()` and changes what differs. Fields are
+grouped by the part of the run that reads them: `model`, `data`, `train`,
+`optim`, `mesh`, `sharding`, `sample`.
+"""
+import os
+
+import ml_collections
+
+# Logical axis -> mesh axes. Every logical axis name used by a parameter or an
+# activation must appear here (checked at start-up); None means replicated.
+DEFAULT_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("kv_length", None),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+    ("layers", None),
+)
+
+
+def default_data_dir():
+  """Where corpora and tokenizers are built once and reused."""
+  return os.environ.get("TRIFORM_DATA_DIR", os.path.expanduser("~/.cache/triform"))
+
+
+def base_config():
+  """Returns the shared defaults; experiment files override fields."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.objective = "causal_lm"  # must fit model.family (train/objectives.py)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.family = "decoder"
+  c.model.num_layers = 2
+  c.model.embed_dim = 128
+  c.model.num_heads = 4
+  c.model.head_dim = 32
+  c.model.mlp_dim = 512
+  c.model.max_length = 256  # size of the learned position table; >= data.seq_len
+  c.model.dropout_rate = 0.0
+  c.model.dtype = "float32"  # compute dtype
+  c.model.param_dtype = "float32"
+
+  c.data = ml_collections.ConfigDict()
+  # "stdlib": the interpreter's standard-library *.py files, built on this machine.
+  # Otherwise a glob of UTF-8 text files, one document per file.
+  c.data.source = "stdlib"
+  c.data.data_dir = default_data_dir()
+  c.data.validation_percent = 5  # share of documents (by path hash) held out
+  c.data.vocab_size = 4096  # SentencePiece pieces + 100 sentinels
+  c.data.tokenizer_sentences = 200_000  # lines sampled to train the tokenizer
+  c.data.seq_len = 128
+  c.data.num_threads = 2  # grain read threads per host
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 16  # global, across all hosts
+  c.train.num_steps = 500
+  c.train.log_every = 25
+  c.train.eval_every = 100
+  c.train.eval_batches = 20  # fixed validation batches per eval; -1 for the whole split
+  c.train.checkpoint_every = 100
+  c.train.keep_checkpoints = 3
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 1e-3  # peak, after warmup
+  c.optim.warmup_steps = 50
+  c.optim.final_lr_ratio = 0.1  # cosine decays to learning_rate * final_lr_ratio
+  c.optim.weight_decay = 0.1  # on matrices only
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.95
+  c.optim.eps = 1e-8
+  c.optim.clip_norm = 1.0
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # -1: all devices left over by the other axes
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.rules = DEFAULT_RULES
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.num_prompts = 3
+  c.sample.prompt_tokens = 32
+  c.sample.new_tokens = 48
+  c.sample.temperature = 0.7  # 0 for greedy
+  c.sample.seed = 0
+  return c

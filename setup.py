@@ -1,0 +1,33 @@
+"""Installs triform: model/, train/, configs/ and tools/ as top-level packages."""
+import setuptools
+
+setuptools.setup(
+    name="triform",
+    version="0.1.0",
+    description="Encoder, decoder and encoder-decoder transformer LMs in JAX/Flax, CPU to TPU pod.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["model", "model.*", "train", "train.*",
+                                               "configs", "configs.*", "tools", "tools.*"]),
+    install_requires=[
+        "jax>=0.10.2,<0.11",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12.8,<0.13",
+        "sentencepiece>=0.2.0,<0.3",
+        "tensorflow-datasets>=4.9.10,<4.10",
+        "array-record>=0.8.6,<0.9",
+        "grain>=0.2.18,<0.3",
+        "absl-py>=2.1,<3",
+        "ml-collections>=1.1,<2",
+        "tensorboardX>=2.6.2,<3",
+        "numpy>=1.26,<3",
+        # tensorflow-datasets imports it for builders defined in a package but does not declare it.
+        "importlib_resources>=6,<8",
+    ],
+    extras_require={
+        "dev": ["pytest>=8,<10"],
+        "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+    },
+)

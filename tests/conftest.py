@@ -1,0 +1,73 @@
+"""Shared fixtures: a small text corpus made from local files, its tokenizer, tiny configs."""
+import os
+import shutil
+import sysconfig
+
+import pytest
+
+from configs import gpt_tiny
+from train import corpus, tokenizer
+
+TEST_VOCAB = 640
+
+
+def _small_stdlib_files(count: int):
+  """`count` small standard-library modules, in a fixed order."""
+  root = sysconfig.get_paths()["stdlib"]
+  names = sorted(f for f in os.listdir(root)
+                 if f.endswith(".py") and 2_000 < os.path.getsize(os.path.join(root, f)) < 30_000)
+  return [os.path.join(root, f) for f in names[:count]]
+
+
+@pytest.fixture(scope="session")
+def text_dir(tmp_path_factory):
+  """A directory of 60 real text files (copies of small stdlib modules), as a user corpus."""
+  directory = tmp_path_factory.mktemp("texts")
+  for path in _small_stdlib_files(60):
+    shutil.copy(path, directory / (os.path.basename(path)[:-3] + ".txt"))
+  return directory
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def built(text_dir, data_dir):
+  """(corpus, builder, tokenizer) for `text_dir`, built once per session."""
+  c = corpus.resolve(str(text_dir / "*.txt"), validation_percent=10)
+  builder = corpus.build(c, data_dir)
+  docs = builder.as_data_source("train")
+  texts = (docs[i]["text"].decode() for i in range(len(docs)))
+  tok = tokenizer.load_or_train(os.path.join(c.dir(data_dir), "spm.model"), texts, TEST_VOCAB,
+                                num_sentences=20_000)
+  return c, builder, tok
+
+
+def tiny_config(text_dir, data_dir):
+  """gpt_tiny shrunk to seconds: 2 layers of width 32 over the test corpus."""
+  c = gpt_tiny.get_config()
+  c.data.source = str(text_dir / "*.txt")
+  c.data.data_dir = data_dir
+  c.data.validation_percent = 10
+  c.data.vocab_size = TEST_VOCAB
+  c.data.tokenizer_sentences = 20_000
+  c.data.seq_len = 32
+  c.model.max_length = 64
+  c.model.num_layers = 2
+  c.model.embed_dim = 32
+  c.model.num_heads = 2
+  c.model.head_dim = 16
+  c.model.mlp_dim = 64
+  c.train.batch_size = 4
+  c.train.num_steps = 6
+  c.train.log_every = 2
+  c.train.eval_every = 3
+  c.train.eval_batches = 2
+  c.train.checkpoint_every = 2
+  c.optim.warmup_steps = 2
+  c.sample.num_prompts = 1
+  c.sample.prompt_tokens = 8
+  c.sample.new_tokens = 8
+  return c

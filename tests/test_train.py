@@ -1,0 +1,121 @@
+"""The train loop: loss falls, resume is exact, bad flags fail in one line without touching work."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from tests.conftest import tiny_config
+from train import input_pipeline, optim, sharding, trainer
+from train import state as state_lib
+from train import step as step_lib
+from model import model_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_loss_on_a_fixed_batch_decreases(built, text_dir, data_dir):
+  config = tiny_config(text_dir, data_dir)
+  _, builder, tok = built
+  batch = next(iter(input_pipeline.make_dataset(
+      builder.as_data_source("train"), tok, objective="causal_lm", seq_len=32, batch_size=4,
+      seed=0, train=True)))
+  mesh = sharding.make_mesh(config.mesh)
+  rules = config.sharding.rules
+  cfg = model_config(config)
+  tx = optim.make_optimizer(config.optim, 20)
+  _, shardings = state_lib.state_shardings(cfg, tx, mesh, rules)
+  state = state_lib.create_state(cfg, tx, 0, shardings)
+  step = step_lib.jit_train_step(state_lib.model_graphdef(cfg), tx, 0, False, shardings,
+                                 sharding.batch_sharding(mesh, rules))
+  losses = []
+  for _ in range(15):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  assert losses[-1] < 0.8 * losses[0], losses
+
+
+def _params(workdir, step):
+  import orbax.checkpoint as ocp
+  restored = ocp.PyTreeCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step),
+                                                           "state"))
+  return restored
+
+
+def test_resume_after_losing_the_last_checkpoint_is_bit_exact(text_dir, data_dir, tmp_path):
+  config = tiny_config(text_dir, data_dir)
+  straight = str(tmp_path / "straight")
+  trainer.train(config, straight)
+  resumed = str(tmp_path / "resumed")
+  trainer.train(config, resumed)
+  # Simulate a crash after step 4: the checkpoint of step 6 never existed.
+  shutil.rmtree(os.path.join(resumed, "checkpoints", "6"))
+  summary = trainer.train(config, resumed)
+  assert summary["step"] == 6 and summary["initial_bits_per_byte"] is None
+  a, b = _params(straight, 6), _params(resumed, 6)
+  assert int(a["step"]) == int(b["step"]) == 6
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # params and optimizer state
+
+
+def _main(*flags, env=None):
+  return subprocess.run([sys.executable, "-m", "train.main", *flags], capture_output=True,
+                        text=True, cwd=ROOT, env=env)
+
+
+def _tiny_flags(text_dir, data_dir, workdir):
+  c = tiny_config(text_dir, data_dir)
+  keys = ["data.source", "data.data_dir", "data.validation_percent", "data.vocab_size",
+          "data.tokenizer_sentences", "data.seq_len", "model.max_length", "model.num_layers",
+          "model.embed_dim", "model.num_heads", "model.head_dim", "model.mlp_dim",
+          "train.batch_size", "train.num_steps", "train.log_every", "train.eval_every",
+          "train.eval_batches", "train.checkpoint_every", "optim.warmup_steps",
+          "sample.num_prompts", "sample.prompt_tokens", "sample.new_tokens"]
+  flags = ["--config=configs/gpt_tiny.py", f"--workdir={workdir}"]
+  for key in keys:
+    section, name = key.split(".")
+    flags.append(f"--config.{key}={c[section][name]}")
+  return flags
+
+
+def _snapshot(directory):
+  out = {}
+  for root, _, files in os.walk(directory):
+    for f in files:
+      path = os.path.join(root, f)
+      with open(path, "rb") as fh:
+        out[path] = fh.read()
+  return out
+
+
+def test_cli_overrides_train_and_bad_input_fails_in_one_line(text_dir, data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  flags = _tiny_flags(text_dir, data_dir, workdir)
+  ok = _main(*flags, "--config.model.num_layers=1")
+  assert ok.returncode == 0, ok.stderr[-3000:]
+  assert json.load(open(os.path.join(workdir, "config.json")))["model"]["num_layers"] == 1
+  assert "Validation bits per byte" in ok.stdout
+  before = _snapshot(workdir)
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  (empty / "a.txt").write_text("")
+  cases = {
+      "workdir .* was made by a different config .*model.num_layers": ["--config.model.num_layers=2"],
+      "matches no files": [f"--config.data.source={tmp_path}/missing/*.txt"],
+      "are empty": [f"--config.data.source={empty}/*.txt"],
+      "config.mesh=.* needs 3 devices but 1 are present": ["--config.mesh.data=3"],
+  }
+  for message, extra in cases.items():
+    result = _main(*flags, *extra)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert last.startswith("error: "), last
+    import re
+    assert re.search(message, last), last
+  unknown = _main(*flags, "--config.train.no_such_field=1")
+  assert unknown.returncode != 0 and "no_such_field" in unknown.stderr
+  assert "Traceback" not in unknown.stderr, unknown.stderr[-2000:]
+  assert _snapshot(workdir) == before  # no failure touched the existing run

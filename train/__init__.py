@@ -1,0 +1,1 @@
+"""Training: corpus, tokenizer, input pipeline, objectives, sharding, train loop."""

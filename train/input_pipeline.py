@@ -1,0 +1,62 @@
+"""grain pipeline: documents -> tokens + EOS -> packed rows -> objective -> per-host batches.
+
+Each host reads only its share of the documents (every `shard_count`-th one).
+Shuffling is grain's index shuffle seeded from the config (a different order
+each epoch), so the stream depends only on the seed and the position in it,
+and the iterator state can be checkpointed and restored exactly.
+"""
+import grain
+import grain.experimental as grain_exp
+import jax
+import numpy as np
+
+from train import objectives
+from train.tokenizer import EOS_ID, Tokenizer
+
+SEQUENCE_KEYS = ("inputs", "targets", "positions", "segment_ids", "weights", "target_bytes")
+
+
+class _Tokenize(grain.transforms.Map):
+  def __init__(self, tokenizer: Tokenizer):
+    self.tokenizer = tokenizer
+
+  def map(self, example):
+    text = example["text"].decode("utf-8") if isinstance(example["text"], bytes) else example["text"]
+    return {"targets": np.append(self.tokenizer.encode(text), np.int32(EOS_ID))}
+
+
+class _TargetBytes(grain.transforms.Map):
+  """Bytes of text behind each scored target, for bits per byte."""
+
+  def __init__(self, byte_lengths: np.ndarray):
+    self.byte_lengths = byte_lengths
+
+  def map(self, row):
+    row["target_bytes"] = self.byte_lengths[row["targets"]] * (row["weights"] > 0)
+    return row
+
+
+def _pad_batch(batch_size: int):
+  """Pads a short final batch with all-padding rows (weight 0) so shapes never change."""
+  def pad(batch):
+    missing = batch_size - len(batch["targets"])
+    return {k: np.pad(v, [(0, missing)] + [(0, 0)] * (v.ndim - 1)) for k, v in batch.items()}
+  return pad
+
+
+def make_dataset(source, tokenizer: Tokenizer, *, objective: str, seq_len: int,
+                 batch_size: int, seed: int, train: bool, num_threads: int = 2,
+                 shard_index: int | None = None, shard_count: int | None = None
+                 ) -> grain.IterDataset:
+  """Batches of `batch_size` rows for this host (shard defaults: this JAX process)."""
+  shard_index = jax.process_index() if shard_index is None else shard_index
+  shard_count = jax.process_count() if shard_count is None else shard_count
+  docs = grain.MapDataset.source(source)[shard_index::shard_count]
+  if train:
+    docs = docs.shuffle(seed=seed).repeat()
+  tokens = docs.map(_Tokenize(tokenizer)).to_iter_dataset(
+      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=64))
+  rows = grain_exp.ConcatThenSplitIterDataset(tokens, length_struct={"targets": seq_len})
+  rows = rows.map(objectives.OBJECTIVES[objective]).map(_TargetBytes(tokenizer.byte_lengths()))
+  batches = rows.batch(batch_size, drop_remainder=train)
+  return batches if train else batches.map(_pad_batch(batch_size))

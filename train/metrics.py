@@ -1,0 +1,50 @@
+"""Metrics from summed counts, written to metrics.jsonl and TensorBoard by the first host."""
+import json
+import math
+import os
+import time
+
+import jax
+import numpy as np
+from tensorboardX import SummaryWriter
+
+
+def summarize(sums: dict) -> dict:
+  """Loss, perplexity, bits per byte and token accuracy from summed nll/tokens/bytes/correct."""
+  tokens = max(float(sums["tokens"]), 1.0)
+  loss = float(sums["nll"]) / tokens
+  return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
+          "bits_per_byte": float(sums["nll"]) / math.log(2) / max(float(sums["bytes"]), 1.0),
+          "accuracy": float(sums["correct"]) / tokens}
+
+
+def add_sums(a: dict | None, b: dict) -> dict:
+  return dict(b) if a is None else {k: a[k] + b[k] for k in a}
+
+
+class MetricsWriter:
+  """Appends one self-describing JSON record per (step, split) to workdir/metrics.jsonl."""
+
+  def __init__(self, workdir: str, objective: str):
+    self.enabled = jax.process_index() == 0
+    self.objective = objective
+    self.start = time.time()
+    if self.enabled:
+      self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+      self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, split: str, values: dict, **context) -> None:
+    if not self.enabled:
+      return
+    values = {k: float(np.asarray(v)) for k, v in values.items()}
+    record = {"step": int(step), "split": split, "objective": self.objective,
+              "wall_time": time.time() - self.start, **context, **values}
+    self.jsonl.write(json.dumps(record) + "\n")
+    self.jsonl.flush()
+    for name, value in values.items():
+      self.tensorboard.add_scalar(f"{split}/{name}", value, int(step))
+
+  def close(self) -> None:
+    if self.enabled:
+      self.jsonl.close()
+      self.tensorboard.close()

@@ -1,0 +1,209 @@
+"""`train(config, workdir)`: run one experiment, or resume it where it stopped.
+
+Reads top to bottom: checks, data, model and shardings, restore, compile, loop,
+final evaluation and samples. Callable from Python (Colab, tests) as well as
+from train/main.py.
+"""
+import contextlib
+import json
+import os
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from model import count_params, flops_per_token, model_config
+from model.sampling import sample
+from train import corpus, hardware, input_pipeline, optim, sharding, tokenizer, unigram
+from train import state as state_lib
+from train import step as step_lib
+from train import validation
+from train.checkpoint import Checkpointer
+from train.metrics import MetricsWriter, add_sums, summarize
+
+
+class PhaseTimer:
+  """Wall time of each named phase of the run."""
+
+  def __init__(self):
+    self.seconds = {}
+
+  @contextlib.contextmanager
+  def __call__(self, name: str):
+    start = time.perf_counter()
+    yield
+    self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def _texts(source):
+  for i in range(len(source)):
+    yield source[i]["text"].decode("utf-8")
+
+
+def evaluate(eval_step, params, batches, batch_sharding) -> dict:
+  """Summed counts over `batches`, fetched from the devices once."""
+  sums = None
+  for batch in batches:
+    sums = add_sums(sums, eval_step(params, sharding.to_global(batch, batch_sharding)))
+  return jax.device_get(sums)
+
+
+def _prompts(val_docs, tok, num: int, length: int) -> np.ndarray:
+  """[num, length] token prompts, each from the first line break past a document's middle."""
+  prompts = []
+  for i in range(len(val_docs)):
+    text = val_docs[i]["text"].decode("utf-8")
+    ids = tok.encode(text[text.find("\n", len(text) // 2) + 1:])
+    if len(ids) >= length:
+      prompts.append(ids[:length])
+    if len(prompts) == num:
+      break
+  return np.stack(prompts)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the summary."""
+  timer = PhaseTimer()
+  # ---------------------------------------------------------------- checks
+  # Everything that can be wrong with the flags fails here, before any
+  # corpus is built, anything is compiled or the workdir is touched.
+  mesh = sharding.make_mesh(config.mesh)
+  rules = tuple((name, axes) for name, axes in config.sharding.rules)
+  validation.validate(config, sharding.batch_divisor(mesh, rules))
+  data_corpus = corpus.resolve(config.data.source, config.data.validation_percent)
+  model_cfg = model_config(config)
+  validation.check_workdir_config(workdir, config)
+  logging.info("Mesh %s over %d devices, %d hosts.", dict(mesh.shape), mesh.size,
+               jax.process_count())
+
+  # ---------------------------------------------------------------- data
+  with timer("corpus"):
+    builder = corpus.build(data_corpus, config.data.data_dir)
+  train_docs, val_docs = builder.as_data_source("train"), builder.as_data_source("validation")
+  with timer("tokenizer"):
+    spm_path = os.path.join(data_corpus.dir(config.data.data_dir),
+                            f"spm_unigram_{config.data.vocab_size}.model")
+    tok = tokenizer.load_or_train(spm_path, _texts(train_docs), config.data.vocab_size,
+                                  config.data.tokenizer_sentences)
+  local_batch = config.train.batch_size // jax.process_count()
+  pipeline = dict(tokenizer=tok, objective=config.objective, seq_len=config.data.seq_len,
+                  batch_size=local_batch, seed=config.seed, num_threads=config.data.num_threads)
+  train_iter = iter(input_pipeline.make_dataset(train_docs, train=True, **pipeline))
+  with timer("eval_data"):
+    eval_batches = list(input_pipeline.make_dataset(val_docs, train=False, **pipeline))
+  periodic_eval = (eval_batches if config.train.eval_batches < 0
+                   else eval_batches[:config.train.eval_batches])
+
+  # ---------------------------------------------------------------- model, optimizer, shardings
+  tx = optim.make_optimizer(config.optim, config.train.num_steps)
+  lr_schedule = optim.learning_rate_schedule(config.optim, config.train.num_steps)
+  abstract, shardings = state_lib.state_shardings(model_cfg, tx, mesh, rules)
+  graphdef = state_lib.model_graphdef(model_cfg)
+  batch_sharding = sharding.batch_sharding(mesh, rules)
+  num_params = count_params(model_cfg)
+  step_flops = flops_per_token(model_cfg, config.data.seq_len)
+  peak, peak_source = hardware.peak_flops_per_device()
+  logging.info("%s: %.2fM parameters, %.1f MFLOPs per token; peak %.1f GFLOP/s per device (%s).",
+               config.model.family, num_params / 1e6, step_flops / 1e6, peak / 1e9, peak_source)
+
+  # ---------------------------------------------------------------- restore or initialise
+  # Order: (1) the latest checkpoint in this workdir, (2) a fresh init from the seed.
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+                              config.train.checkpoint_every, config.train.keep_checkpoints)
+  latest = checkpointer.latest_step()
+  with timer("init_or_restore"):
+    if latest is None:
+      state = state_lib.create_state(model_cfg, tx, config.seed, shardings)
+    else:
+      logging.info("Resuming from the checkpoint at step %d.", latest)
+      state = checkpointer.restore(latest, abstract, shardings, train_iter)
+  start_step = int(state.step)
+
+  # ---------------------------------------------------------------- compile
+  # Ahead-of-time: the compiled step rejects any other shape, so it never recompiles.
+  batch_spec = {k: jax.ShapeDtypeStruct((config.train.batch_size, config.data.seq_len),
+                                        v.dtype, sharding=batch_sharding)
+                for k, v in eval_batches[0].items()}
+  with timer("compile"):
+    train_step = step_lib.jit_train_step(graphdef, tx, config.seed, config.model.dropout_rate > 0,
+                                         shardings, batch_sharding).lower(state, batch_spec).compile()
+    eval_step = step_lib.jit_eval_step(graphdef, shardings.params, batch_sharding).lower(
+        state.params, batch_spec).compile()
+
+  # ---------------------------------------------------------------- train loop
+  writer = MetricsWriter(workdir, config.objective)
+  tokens_per_step = config.train.batch_size * config.data.seq_len
+  context = lambda step: {"tokens_seen": step * tokens_per_step,
+                          "flops_seen": step * tokens_per_step * step_flops}
+
+  def run_eval(step, batches, split="validation"):
+    with timer("eval"):
+      result = summarize(evaluate(eval_step, state.params, batches, batch_sharding))
+    writer.write(step, split, result, **context(step))
+    logging.info("step %d %s: loss %.4f, bits/byte %.4f, accuracy %.3f", step, split,
+                 result["loss"], result["bits_per_byte"], result["accuracy"])
+    return result
+
+  initial = run_eval(start_step, periodic_eval) if start_step == 0 else None
+  interval_sums, interval_start = None, time.perf_counter()
+  for step in range(start_step + 1, config.train.num_steps + 1):
+    with timer("train"):
+      batch = sharding.to_global(next(train_iter), batch_sharding)
+      state, metrics = train_step(state, batch)
+      checkpointer.save(step, state, train_iter)
+      interval_sums = add_sums(interval_sums, metrics)
+    if step % config.train.log_every == 0 or step == config.train.num_steps:
+      sums = jax.device_get(interval_sums)  # the only host sync of the interval
+      steps_done = step - (step - 1) // config.train.log_every * config.train.log_every
+      seconds = time.perf_counter() - interval_start
+      tokens_per_sec = steps_done * tokens_per_step / seconds
+      values = dict(summarize(sums), learning_rate=float(lr_schedule(step - 1)),
+                    grad_norm=float(sums["grad_norm"]) / steps_done,
+                    step_time=seconds / steps_done, tokens_per_sec=tokens_per_sec,
+                    mfu=tokens_per_sec * step_flops / (peak * mesh.size))
+      values.pop("accuracy")
+      writer.write(step, "train", values, **context(step))
+      eta = (config.train.num_steps - step) * seconds / steps_done
+      logging.info("step %d/%d: loss %.4f, %.0f tokens/s, %.0f%% MFU, lr %.2e, ETA %dm%02ds",
+                   step, config.train.num_steps, values["loss"], tokens_per_sec,
+                   100 * values["mfu"], values["learning_rate"], eta // 60, eta % 60)
+      interval_sums, interval_start = None, time.perf_counter()
+    if step % config.train.eval_every == 0 and step != config.train.num_steps:
+      run_eval(step, periodic_eval)
+  final_step = int(state.step)
+  if checkpointer.latest_step() != final_step:
+    checkpointer.save(final_step, state, train_iter, force=True)
+  checkpointer.close()
+
+  # ---------------------------------------------------------------- final evaluation and samples
+  final = run_eval(final_step, eval_batches, split="validation_full")
+  with timer("unigram_baseline"):
+    unigram_bpb = unigram.bits_per_byte(unigram.fit(_texts(train_docs), tok), eval_batches)
+  writer.write(final_step, "validation_full", {"unigram_bits_per_byte": unigram_bpb},
+               **context(final_step))
+  samples = []
+  if config.sample.num_prompts > 0:
+    with timer("samples"):
+      prompts = _prompts(val_docs, tok, config.sample.num_prompts, config.sample.prompt_tokens)
+      out = sample(graphdef, jax.device_get(state.params), jnp.asarray(prompts),
+                   jax.random.key(config.sample.seed), new_tokens=config.sample.new_tokens,
+                   temperature=config.sample.temperature)
+      samples = [{"prompt": tok.decode(p), "continuation": tok.decode(o[len(p):])}
+                 for p, o in zip(prompts, np.asarray(out))]
+  writer.close()
+
+  summary = {"step": final_step, "params": num_params,
+             "initial_bits_per_byte": initial and initial["bits_per_byte"],
+             "final_bits_per_byte": final["bits_per_byte"], "final_loss": final["loss"],
+             "final_perplexity": final["perplexity"], "final_accuracy": final["accuracy"],
+             "unigram_bits_per_byte": unigram_bpb, "eval_tokens": int(sum(
+                 b["weights"].sum() for b in eval_batches)),
+             "phase_seconds": {k: round(v, 2) for k, v in timer.seconds.items()},
+             "samples": samples}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
+      json.dump(summary, f, indent=2)
+  return summary
