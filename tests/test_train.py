@@ -1,5 +1,6 @@
 """The train loop: loss falls, resume is exact, bad flags fail in one line without touching work."""
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -113,7 +114,6 @@ def test_cli_overrides_train_and_bad_input_fails_in_one_line(text_dir, data_dir,
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert last.startswith("error: "), last
-    import re
     assert re.search(message, last), last
   unknown = _main(*flags, "--config.train.no_such_field=1")
   assert unknown.returncode != 0 and "no_such_field" in unknown.stderr

@@ -13,7 +13,6 @@ import numpy as np
 from train import objectives
 from train.tokenizer import EOS_ID, Tokenizer
 
-SEQUENCE_KEYS = ("inputs", "targets", "positions", "segment_ids", "weights", "target_bytes")
 
 
 class _Tokenize(grain.transforms.Map):
