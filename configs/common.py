@@ -21,12 +21,23 @@ DEFAULT_RULES = (
     ("mlp", "tensor"),
     ("vocab", "tensor"),
     ("layers", None),
+    ("relpos_buckets", None),
+    ("token_types", None),
 )
 
 
 def default_data_dir():
   """Where corpora and tokenizers are built once and reused."""
   return os.environ.get("TRIFORM_DATA_DIR", os.path.expanduser("~/.cache/triform"))
+
+
+def apply_variant(c: ml_collections.ConfigDict, variant: dict) -> ml_collections.ConfigDict:
+  """Sets a published size (a family module's VARIANTS entry) on config `c`."""
+  variant = dict(variant)
+  if "vocab_size" in variant:
+    c.data.vocab_size = variant.pop("vocab_size")
+  c.model.update(variant)
+  return c
 
 
 def base_config():
@@ -36,16 +47,33 @@ def base_config():
   c.objective = "causal_lm"  # must fit model.family (train/objectives.py)
 
   c.model = ml_collections.ConfigDict()
-  c.model.family = "decoder"
-  c.model.num_layers = 2
+  c.model.family = "decoder"  # "encoder" (BERT), "decoder" (GPT) or "encoder_decoder" (T5)
+  c.model.num_layers = 2  # the encoder's, for encoder_decoder
+  c.model.num_decoder_layers = 0  # encoder_decoder only; 0: same as num_layers
   c.model.embed_dim = 128
   c.model.num_heads = 4
+  c.model.num_kv_heads = 0  # 0: = num_heads (multi-head); 1: multi-query; else grouped-query
   c.model.head_dim = 32
   c.model.mlp_dim = 512
-  c.model.max_length = 256  # size of the learned position table; >= data.seq_len
+  c.model.activation = "gelu"  # relu | gelu (erf) | gelu_tanh | geglu | swiglu (gated)
+  c.model.position = "learned"  # learned | sinusoidal | rotary | relative (T5 buckets)
+  c.model.max_length = 256  # rows of the learned position table; >= data.seq_len
+  c.model.relative_buckets = 32
+  c.model.relative_max_distance = 128
+  c.model.rotary_base = 10_000.0
+  c.model.norm = "layernorm"  # layernorm | rmsnorm
+  c.model.norm_position = "pre"  # pre (GPT-2, T5) | post (BERT)
+  c.model.norm_eps = 1e-5
+  c.model.use_bias = True  # biases in attention, MLP and the MLM head (T5 has none)
+  c.model.tie_embeddings = True  # output projection = input embedding
+  c.model.scale_attention = True  # 1/sqrt(head_dim) on logits; T5 folds it into the init
+  c.model.num_token_types = 0  # encoder only: BERT's segment A/B embeddings (2)
+  c.model.pooler = False  # encoder only: tanh layer on the first token, for classification
   c.model.dropout_rate = 0.0
   c.model.dtype = "float32"  # compute dtype
   c.model.param_dtype = "float32"
+  c.model.remat = "none"  # none | full | dots | dots_no_batch (what the backward pass keeps)
+  c.model.scan_layers = False  # True: one scanned layer, compile time flat in depth
 
   c.data = ml_collections.ConfigDict()
   # "stdlib": the interpreter's standard-library *.py files, built on this machine.

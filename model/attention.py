@@ -1,52 +1,74 @@
-"""Multi-head self-attention over packed rows.
+"""Multi-head, multi-query and grouped-query attention over packed rows.
 
 Packed rows hold several documents; `segment_ids` (0 = padding) keep each token
-attending only to its own document.
+attending only to its own document, in self- and cross-attention alike.
 """
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from model.layers import param
+from model.layers import INIT, add_bias, maybe_bias, param
+from model.positions import apply_rotary
 
 
-def segment_mask(segment_ids: jax.Array, causal: bool) -> jax.Array:
+def segment_mask(q_segment_ids: jax.Array, k_segment_ids: jax.Array, causal: bool) -> jax.Array:
   """True where query t may attend to key s: same segment (and s <= t if causal).
 
-  Padding (segment 0) attends only to padding, so no query row is fully masked
-  and no NaN can reach the loss through a padded position.
+  Padding (segment 0) attends only to padding, so a padded query row is never
+  fully masked when its keys include padding; its output is ignored by the loss.
   """
-  # [B, T] -> [B, 1, T, S]
-  mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+  # [B, T], [B, S] -> [B, 1, T, S]
+  mask = q_segment_ids[:, None, :, None] == k_segment_ids[:, None, None, :]
   if causal:
-    t = segment_ids.shape[-1]
-    mask &= jnp.tril(jnp.ones((t, t), bool))[None, None]
+    t, s = q_segment_ids.shape[-1], k_segment_ids.shape[-1]
+    mask &= jnp.tril(jnp.ones((t, s), bool))[None, None]
   return mask
 
 
-class SelfAttention(nnx.Module):
-  """Self-attention with separate q, k, v projections [D, N, H] and output [N, H, D]."""
+class Attention(nnx.Module):
+  """Queries [D, N, H]; keys and values [D, K, H] with K dividing N; output [N, H, D].
 
-  def __init__(self, dim: int, num_heads: int, head_dim: int, *, dropout_rate: float, dtype,
-               param_dtype, rngs: nnx.Rngs):
+  K = N is multi-head, K = 1 multi-query, anything between grouped-query.
+  """
+
+  def __init__(self, dim: int, num_heads: int, num_kv_heads: int, head_dim: int, *,
+               use_bias: bool, scale: bool, dtype, param_dtype, rngs: nnx.Rngs):
+    if num_heads % num_kv_heads:
+      raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
     self.dtype = dtype
-    init = nnx.initializers.normal(0.02)
-    qkv_shape, qkv_axes = (dim, num_heads, head_dim), ("embed", "heads", "head_dim")
-    self.wq = param(rngs, init, qkv_shape, qkv_axes, param_dtype)
-    self.wk = param(rngs, init, qkv_shape, qkv_axes, param_dtype)
-    self.wv = param(rngs, init, qkv_shape, qkv_axes, param_dtype)
-    self.wo = param(rngs, init, (num_heads, head_dim, dim), ("heads", "head_dim", "embed"),
-                    param_dtype)
-    self.dropout = nnx.Dropout(dropout_rate)
+    # T5 folds 1/sqrt(H) into the initialisation of the queries instead (scale=False).
+    self.scale = None if scale else 1.0
+    q_axes, kv_axes = ("embed", "heads", "head_dim"), ("embed", "kv_heads", "head_dim")
+    self.query = param(rngs, INIT, (dim, num_heads, head_dim), q_axes, param_dtype)
+    self.key = param(rngs, INIT, (dim, num_kv_heads, head_dim), kv_axes, param_dtype)
+    self.value = param(rngs, INIT, (dim, num_kv_heads, head_dim), kv_axes, param_dtype)
+    self.out = param(rngs, INIT, (num_heads, head_dim, dim), ("heads", "head_dim", "embed"),
+                     param_dtype)
+    self.query_bias = maybe_bias(use_bias, rngs, (num_heads, head_dim), q_axes[1:], param_dtype)
+    self.key_bias = maybe_bias(use_bias, rngs, (num_kv_heads, head_dim), kv_axes[1:], param_dtype)
+    self.value_bias = maybe_bias(use_bias, rngs, (num_kv_heads, head_dim), kv_axes[1:],
+                                 param_dtype)
+    self.out_bias = maybe_bias(use_bias, rngs, (dim,), ("embed",), param_dtype)
 
-  def __call__(self, x: jax.Array, mask: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-    """x: [B, T, D]; mask: [B, 1, T, T] boolean (see `segment_mask`)."""
+  def __call__(self, x: jax.Array, kv: jax.Array, mask: jax.Array, *, bias=None,
+               rotary_positions=None, rotary_base: float = 10_000.0) -> jax.Array:
+    """x: [B, T, D] queries; kv: [B, S, D] keys and values (x itself for self-attention).
+
+    mask: [B, 1, T, S] boolean; bias: optional [B, N, T, S] added to the logits;
+    rotary_positions: optional ([B, T], [B, S]) positions of queries and keys.
+    """
     cast = lambda w: w[...].astype(self.dtype)
-    # [B, T, D] -> [B, T, N, H]
-    q = jnp.einsum("BTD,DNH->BTNH", x, cast(self.wq))
-    k = jnp.einsum("BSD,DNH->BSNH", x, cast(self.wk))
-    v = jnp.einsum("BSD,DNH->BSNH", x, cast(self.wv))
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    # [B, T, D] -> [B, T, N, H]; [B, S, D] -> [B, S, K, H]
+    q = add_bias(jnp.einsum("BTD,DNH->BTNH", x, cast(self.query)), self.query_bias)
+    k = add_bias(jnp.einsum("BSD,DKH->BSKH", kv, cast(self.key)), self.key_bias)
+    v = add_bias(jnp.einsum("BSD,DKH->BSKH", kv, cast(self.value)), self.value_bias)
+    if rotary_positions is not None:
+      q = apply_rotary(q, rotary_positions[0], rotary_base)
+      k = apply_rotary(k, rotary_positions[1], rotary_base)
+    if bias is not None:
+      bias = bias.astype(q.dtype)
+    # Grouped heads are handled inside: N query heads share K key/value heads.
+    # [B, T, N, H]
+    out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=self.scale)
     # [B, T, N, H] -> [B, T, D]
-    y = jnp.einsum("BTNH,NHD->BTD", out, cast(self.wo))
-    return self.dropout(y, rngs=rngs, deterministic=rngs is None)
+    return add_bias(jnp.einsum("BTNH,NHD->BTD", out, cast(self.out)), self.out_bias)

@@ -2,7 +2,8 @@
 
 Einsum letters, used in shape comments and contractions across model/:
   B batch, T query length, S key length, D model width, N heads, K kv heads,
-  H head dim, F MLP width, V vocab, L layers.
+  G query heads per kv head, H head dim, F MLP width, V vocab, L layers,
+  R relative-position buckets, Y token types.
 
 Every parameter is created through `param`, which records its logical axis
 names (one per dimension). train/sharding.py maps those names to mesh axes with
@@ -15,6 +16,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 Initializer = Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]
+INIT = nnx.initializers.normal(0.02)
+
+# name -> (function, gated). Gated units multiply the activated projection by a
+# second, linear one (GeGLU as in T5.1.1, SwiGLU as in LLaMA).
+ACTIVATIONS = {
+    "relu": (jax.nn.relu, False),
+    "gelu": (lambda x: jax.nn.gelu(x, approximate=False), False),  # BERT: exact erf form
+    "gelu_tanh": (lambda x: jax.nn.gelu(x, approximate=True), False),  # GPT-2
+    "geglu": (lambda x: jax.nn.gelu(x, approximate=True), True),
+    "swiglu": (jax.nn.silu, True),
+}
 
 
 def param(rngs: nnx.Rngs, init: Initializer, shape: Sequence[int], axes: Sequence[str],
@@ -28,13 +40,21 @@ def param(rngs: nnx.Rngs, init: Initializer, shape: Sequence[int], axes: Sequenc
                    eager_sharding=False)
 
 
+def maybe_bias(use_bias: bool, rngs, shape, axes, param_dtype) -> nnx.Param | None:
+  return param(rngs, nnx.initializers.zeros, shape, axes, param_dtype) if use_bias else None
+
+
+def add_bias(y: jax.Array, bias: nnx.Param | None) -> jax.Array:
+  return y if bias is None else y + bias[...].astype(y.dtype)
+
+
 class Embed(nnx.Module):
   """Token embedding, also usable as the tied output projection."""
 
-  def __init__(self, vocab_size: int, dim: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+  def __init__(self, vocab_size: int, dim: int, *, axes=("vocab", "embed"), dtype, param_dtype,
+               rngs: nnx.Rngs):
     self.dtype = dtype
-    self.table = param(rngs, nnx.initializers.normal(0.02), (vocab_size, dim),
-                       ("vocab", "embed"), param_dtype)
+    self.table = param(rngs, INIT, (vocab_size, dim), axes, param_dtype)
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     # [B, T] -> [B, T, D]
@@ -48,7 +68,7 @@ class Embed(nnx.Module):
 class LayerNorm(nnx.Module):
   """LayerNorm with scale and bias, computed in float32 for stability."""
 
-  def __init__(self, dim: int, *, dtype, param_dtype, rngs: nnx.Rngs, eps: float = 1e-5):
+  def __init__(self, dim: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs):
     self.dtype, self.eps = dtype, eps
     self.scale = param(rngs, nnx.initializers.ones, (dim,), ("embed",), param_dtype)
     self.bias = param(rngs, nnx.initializers.zeros, (dim,), ("embed",), param_dtype)
@@ -62,23 +82,69 @@ class LayerNorm(nnx.Module):
     return (y * self.scale[...] + self.bias[...]).astype(self.dtype)
 
 
-class Mlp(nnx.Module):
-  """Position-wise feed-forward block: D -> F -> D with GELU."""
+class RMSNorm(nnx.Module):
+  """Scale by the root mean square, no centring and no bias (T5, LLaMA), in float32."""
 
-  def __init__(self, dim: int, mlp_dim: int, *, dropout_rate: float, dtype, param_dtype,
+  def __init__(self, dim: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs):
+    self.dtype, self.eps = dtype, eps
+    self.scale = param(rngs, nnx.initializers.ones, (dim,), ("embed",), param_dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    # [B, T, D] -> [B, T, D]
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
+    return (y * self.scale[...]).astype(self.dtype)
+
+
+NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
+
+
+class Dense(nnx.Module):
+  """x @ kernel (+ bias) over the last axis: [.., D] -> [.., E]."""
+
+  def __init__(self, in_dim: int, out_dim: int, axes: tuple[str, str], *, use_bias: bool, dtype,
+               param_dtype, rngs: nnx.Rngs):
+    self.dtype = dtype
+    self.kernel = param(rngs, INIT, (in_dim, out_dim), axes, param_dtype)
+    self.bias = maybe_bias(use_bias, rngs, (out_dim,), axes[1:], param_dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    # [..., D] -> [..., E]
+    return add_bias(jnp.einsum("...D,DE->...E", x, self.kernel[...].astype(self.dtype)),
+                    self.bias)
+
+
+class Mlp(nnx.Module):
+  """Position-wise feed-forward block: D -> F -> D, plain or gated."""
+
+  def __init__(self, dim: int, mlp_dim: int, activation: str, *, use_bias: bool, dtype,
+               param_dtype, rngs: nnx.Rngs):
+    self.act, gated = ACTIVATIONS[activation]
+    kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.wi = Dense(dim, mlp_dim, ("embed", "mlp"), **kw)
+    self.wi_linear = Dense(dim, mlp_dim, ("embed", "mlp"), **kw) if gated else None
+    self.wo = Dense(mlp_dim, dim, ("mlp", "embed"), **kw)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    # [B, T, D] -> [B, T, F]
+    h = self.act(self.wi(x))
+    if self.wi_linear is not None:
+      h = h * self.wi_linear(x)
+    # [B, T, F] -> [B, T, D]
+    return self.wo(h)
+
+
+class OutputHead(nnx.Module):
+  """Hidden states to vocabulary logits in float32: the tied embedding or a kernel [D, V]."""
+
+  def __init__(self, dim: int, vocab_size: int, *, tied: bool, dtype, param_dtype,
                rngs: nnx.Rngs):
     self.dtype = dtype
-    init = nnx.initializers.normal(0.02)
-    self.wi = param(rngs, init, (dim, mlp_dim), ("embed", "mlp"), param_dtype)
-    self.bi = param(rngs, nnx.initializers.zeros, (mlp_dim,), ("mlp",), param_dtype)
-    self.wo = param(rngs, init, (mlp_dim, dim), ("mlp", "embed"), param_dtype)
-    self.bo = param(rngs, nnx.initializers.zeros, (dim,), ("embed",), param_dtype)
-    self.dropout = nnx.Dropout(dropout_rate)
+    self.kernel = None if tied else param(rngs, INIT, (dim, vocab_size), ("embed", "vocab"),
+                                          param_dtype)
 
-  def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-    # [B, T, D] -> [B, T, F]
-    h = jnp.einsum("BTD,DF->BTF", x, self.wi[...].astype(self.dtype)) + self.bi[...].astype(self.dtype)
-    h = jax.nn.gelu(h)
-    # [B, T, F] -> [B, T, D]
-    y = jnp.einsum("BTF,FD->BTD", h, self.wo[...].astype(self.dtype)) + self.bo[...].astype(self.dtype)
-    return self.dropout(y, rngs=rngs, deterministic=rngs is None)
+  def __call__(self, x: jax.Array, embed: Embed) -> jax.Array:
+    # [B, T, D] -> [B, T, V]
+    if self.kernel is None:
+      return embed.attend(x).astype(jnp.float32)
+    return jnp.einsum("BTD,DV->BTV", x, self.kernel[...].astype(self.dtype)).astype(jnp.float32)

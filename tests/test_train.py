@@ -108,6 +108,8 @@ def test_cli_overrides_train_and_bad_input_fails_in_one_line(text_dir, data_dir,
       "matches no files": [f"--config.data.source={tmp_path}/missing/*.txt"],
       "are empty": [f"--config.data.source={empty}/*.txt"],
       "config.mesh=.* needs 3 devices but 1 are present": ["--config.mesh.data=3"],
+      "config.model.num_kv_heads=3 must divide": ["--config.model.num_kv_heads=3"],
+      "config.model.position='alibi' is not one of": ["--config.model.position=alibi"],
   }
   for message, extra in cases.items():
     result = _main(*flags, *extra)

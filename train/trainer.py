@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from model import count_params, flops_per_token, model_config
+from model import count_params, model_config, train_flops_per_row
 from model.sampling import sample
 from train import corpus, hardware, input_pipeline, optim, sharding, tokenizer, unigram
 from train import state as state_lib
@@ -104,7 +104,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   graphdef = state_lib.model_graphdef(model_cfg)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   num_params = count_params(model_cfg)
-  step_flops = flops_per_token(model_cfg, config.data.seq_len)
+  step_flops = train_flops_per_row(model_cfg, config.data.seq_len) / config.data.seq_len
   peak, peak_source = hardware.peak_flops_per_device()
   logging.info("%s: %.2fM parameters, %.1f MFLOPs per token; peak %.1f GFLOP/s per device (%s).",
                config.model.family, num_params / 1e6, step_flops / 1e6, peak / 1e9, peak_source)

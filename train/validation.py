@@ -20,7 +20,7 @@ def validate(config: ml_collections.ConfigDict, batch_divisor: int) -> None:
   family, objective = config.model.family, config.objective
   if objective not in objectives.FAMILY_OBJECTIVES.get(family, ()):
     raise ValueError(f"config.objective={objective!r} does not fit config.model.family="
-                     f"{family!r}; choose one of {objectives.FAMILY_OBJECTIVES[family]}")
+                     f"{family!r}; choose one of {objectives.FAMILY_OBJECTIVES.get(family, ())}")
   t = config.train
   for name in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
                "keep_checkpoints"):

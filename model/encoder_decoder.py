@@ -1,0 +1,57 @@
+"""T5-style encoder-decoder: a bidirectional encoder, a causal decoder that cross-attends
+to it, one embedding table shared by both."""
+import jax
+from flax import nnx
+
+from model.layers import Embed, OutputHead
+from model.stack import Stack, dtypes
+
+_T5 = dict(position="relative", norm="rmsnorm", norm_eps=1e-6, use_bias=False,
+           scale_attention=False, vocab_size=32128)
+# Published sizes, as config.model overrides. T5-base (Raffel et al. 2020): 222,903,552
+# parameters; T5.1.1-base (GeGLU, untied output): 247,577,856.
+VARIANTS = {
+    "tiny": dict(_T5, num_layers=2, embed_dim=128, num_heads=4, head_dim=32, mlp_dim=512,
+                 activation="relu", vocab_size=4096),
+    "base": dict(_T5, num_layers=12, embed_dim=768, num_heads=12, head_dim=64, mlp_dim=3072,
+                 activation="relu"),
+    "1_1_base": dict(_T5, num_layers=12, embed_dim=768, num_heads=12, head_dim=64, mlp_dim=2048,
+                     activation="geglu", tie_embeddings=False),
+}
+
+
+class EncoderDecoder(nnx.Module):
+  """Text-to-text model over packed encoder rows and packed decoder rows."""
+
+  INPUTS = ("encoder_inputs", "encoder_positions", "encoder_segment_ids", "inputs", "positions",
+            "segment_ids")
+
+  def __init__(self, cfg, *, rngs: nnx.Rngs):
+    self.embed = Embed(cfg.vocab_size, cfg.embed_dim, rngs=rngs, **dtypes(cfg))
+    self.encoder = Stack(cfg, cfg.num_layers, causal=False, cross=False, rngs=rngs)
+    self.decoder = Stack(cfg, cfg.decoder_layers, causal=True, cross=True, rngs=rngs)
+    self.head = OutputHead(cfg.embed_dim, cfg.vocab_size, tied=cfg.tie_embeddings, rngs=rngs,
+                           **dtypes(cfg))
+    # A tied T5 rescales the decoder output by 1/sqrt(D) before the shared embedding.
+    self.output_scale = cfg.embed_dim ** -0.5 if cfg.tie_embeddings else 1.0
+
+  def encode(self, encoder_inputs: jax.Array, encoder_positions: jax.Array,
+             encoder_segment_ids: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+    # [B, S] -> [B, S, D]
+    return self.encoder(self.embed(encoder_inputs), encoder_positions, encoder_segment_ids,
+                        rngs=rngs)
+
+  def decode(self, encoded: jax.Array, encoder_segment_ids: jax.Array, inputs: jax.Array,
+             positions: jax.Array, segment_ids: jax.Array, *,
+             rngs: nnx.Rngs | None = None) -> jax.Array:
+    """Logits [B, T, V] of decoder rows [B, T] given the encoder's output [B, S, D]."""
+    # [B, T] -> [B, T, D]
+    x = self.decoder(self.embed(inputs), positions, segment_ids, encoded=encoded,
+                     encoder_segment_ids=encoder_segment_ids, rngs=rngs)
+    # [B, T, D] -> [B, T, V]
+    return self.head(x * self.output_scale, self.embed)
+
+  def __call__(self, encoder_inputs, encoder_positions, encoder_segment_ids, inputs, positions,
+               segment_ids, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+    encoded = self.encode(encoder_inputs, encoder_positions, encoder_segment_ids, rngs=rngs)
+    return self.decode(encoded, encoder_segment_ids, inputs, positions, segment_ids, rngs=rngs)

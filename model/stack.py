@@ -1,0 +1,159 @@
+"""A transformer block and a stack of them: what the three families are made of.
+
+A stack turns token embeddings into hidden states. It owns its position scheme
+(learned table, sinusoids, rotary or T5 relative bias), its norms and its
+layers, which are either unrolled (`layers[0]`, `layers[1]`, ...) or stacked on a
+leading `layers` axis and run with a scan, so compile time does not grow with
+depth. The two layouts hold the same numbers; `stack_layers`/`unstack_layers`
+convert between them.
+"""
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from model.attention import Attention, segment_mask
+from model.layers import NORMS, Mlp
+from model.positions import LearnedPositions, RelativePositionBias, sinusoidal
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Context(NamedTuple):
+  """What every layer of a stack reads besides the hidden states."""
+  mask: jax.Array  # [B, 1, T, T]
+  bias: jax.Array | None = None  # [B, N, T, T] relative-position bias
+  rotary_positions: tuple[jax.Array, jax.Array] | None = None  # [B, T] twice
+  encoded: jax.Array | None = None  # [B, S, D] encoder output, for cross-attention
+  cross_mask: jax.Array | None = None  # [B, 1, T, S]
+
+
+def dtypes(cfg) -> dict:
+  return dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
+
+
+def make_norm(cfg, rngs: nnx.Rngs) -> nnx.Module:
+  return NORMS[cfg.norm](cfg.embed_dim, eps=cfg.norm_eps, rngs=rngs, **dtypes(cfg))
+
+
+def make_attention(cfg, rngs: nnx.Rngs) -> Attention:
+  return Attention(cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim,
+                   use_bias=cfg.use_bias, scale=cfg.scale_attention, rngs=rngs, **dtypes(cfg))
+
+
+class Block(nnx.Module):
+  """Self-attention, optional cross-attention, MLP; each a residual with pre- or post-norm."""
+
+  def __init__(self, cfg, *, cross: bool, rngs: nnx.Rngs):
+    self.pre_norm = cfg.norm_position == "pre"
+    self.rotary_base = cfg.rotary_base
+    self.self_attn_norm = make_norm(cfg, rngs)
+    self.self_attn = make_attention(cfg, rngs)
+    self.cross_attn_norm = make_norm(cfg, rngs) if cross else None
+    self.cross_attn = make_attention(cfg, rngs) if cross else None
+    self.mlp_norm = make_norm(cfg, rngs)
+    self.mlp = Mlp(cfg.embed_dim, cfg.mlp_dim, cfg.activation, use_bias=cfg.use_bias, rngs=rngs,
+                   **dtypes(cfg))
+    self.dropout = nnx.Dropout(cfg.dropout_rate)
+
+  def __call__(self, x: jax.Array, ctx: Context, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+    # [B, T, D] -> [B, T, D]
+    x = self._residual(x, self.self_attn_norm, lambda h: self.self_attn(
+        h, h, ctx.mask, bias=ctx.bias, rotary_positions=ctx.rotary_positions,
+        rotary_base=self.rotary_base), rngs)
+    if self.cross_attn is not None:
+      x = self._residual(x, self.cross_attn_norm,
+                         lambda h: self.cross_attn(h, ctx.encoded, ctx.cross_mask), rngs)
+    return self._residual(x, self.mlp_norm, self.mlp, rngs)
+
+  def _residual(self, x, norm, sublayer, rngs):
+    drop = lambda y: self.dropout(y, rngs=rngs, deterministic=rngs is None)
+    if self.pre_norm:
+      return x + drop(sublayer(norm(x)))
+    return norm(x + drop(sublayer(x)))
+
+
+class Stack(nnx.Module):
+  """Positions, layers and norms over token embeddings; causal for decoders."""
+
+  def __init__(self, cfg, num_layers: int, *, causal: bool, cross: bool, rngs: nnx.Rngs):
+    self.causal, self.position = causal, cfg.position
+    self.num_layers, self.scan = num_layers, cfg.scan_layers
+    self.remat_policy = cfg.remat
+    self.positions = (LearnedPositions(cfg.max_length, cfg.embed_dim, rngs=rngs, **dtypes(cfg))
+                      if cfg.position == "learned" else None)
+    self.relative_bias = (RelativePositionBias(
+        cfg.relative_buckets, cfg.relative_max_distance, cfg.num_heads, bidirectional=not causal,
+        param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs) if cfg.position == "relative" else None)
+    # Post-norm stacks (BERT) normalise the embeddings; pre-norm ones the output.
+    post = cfg.norm_position == "post"
+    self.embed_norm = make_norm(cfg, rngs) if post else None
+    self.final_norm = None if post else make_norm(cfg, rngs)
+    self.dropout = nnx.Dropout(cfg.dropout_rate)
+    if cfg.scan_layers:
+      @nnx.split_rngs(splits=num_layers)
+      @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+      def make_layers(layer_rngs):
+        return Block(cfg, cross=cross, rngs=layer_rngs)
+      self.layers = make_layers(rngs)
+    else:
+      self.layers = nnx.List([Block(cfg, cross=cross, rngs=rngs) for _ in range(num_layers)])
+
+  def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array, *,
+               encoded: jax.Array | None = None, encoder_segment_ids: jax.Array | None = None,
+               rngs: nnx.Rngs | None = None) -> jax.Array:
+    """x: [B, T, D] embeddings; positions, segment_ids: [B, T]; encoded: [B, S, D]."""
+    # [B, T, D]
+    if self.position == "learned":
+      x = x + self.positions(positions)
+    elif self.position == "sinusoidal":
+      x = x + sinusoidal(positions, x.shape[-1], x.dtype)
+    if self.embed_norm is not None:
+      x = self.embed_norm(x)
+    x = self.dropout(x, rngs=rngs, deterministic=rngs is None)
+    ctx = Context(
+        mask=segment_mask(segment_ids, segment_ids, self.causal),
+        bias=(self.relative_bias(positions, positions)
+              if self.relative_bias is not None else None),
+        rotary_positions=(positions, positions) if self.position == "rotary" else None,
+        encoded=encoded,
+        cross_mask=(None if encoded is None
+                    else segment_mask(segment_ids, encoder_segment_ids, causal=False)))
+    x = self._run_layers(x, ctx, None if rngs is None else rngs.dropout())
+    return x if self.final_norm is None else self.final_norm(x)
+
+  def _run_layers(self, x, ctx: Context, dropout_key):
+    def apply(block, x, key):
+      return block(x, ctx, rngs=None if key is None else nnx.Rngs(dropout=key))
+
+    policy = REMAT_POLICIES[self.remat_policy]
+    if self.remat_policy != "none":
+      apply = nnx.remat(apply, policy=policy)
+    keys = None if dropout_key is None else jax.random.split(dropout_key, self.num_layers)
+    if self.scan:
+      @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=nnx.Carry,
+                transform_metadata={nnx.PARTITION_NAME: "layers"})
+      def body(x, block, key):
+        return apply(block, x, key)
+      return body(x, self.layers, keys)
+    for i, block in enumerate(self.layers):
+      x = apply(block, x, None if keys is None else keys[i])
+    return x
+
+
+def stack_layers(layers: dict) -> dict:
+  """Unrolled params {0: tree, 1: tree, ...} -> one tree with a leading layers axis."""
+  trees = [layers[i] for i in range(len(layers))]
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack_layers(stacked: dict) -> dict:
+  """The inverse of `stack_layers`."""
+  num_layers = jax.tree.leaves(stacked)[0].shape[0]
+  return {i: jax.tree.map(lambda x: x[i], stacked) for i in range(num_layers)}

@@ -1,0 +1,60 @@
+"""Every config file loads, builds a valid model config, and the published sizes count right."""
+import glob
+import importlib
+import os
+
+import pytest
+
+from model import count_params, model_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                      if not p.endswith(("__init__.py", "common.py")))
+# Parameter counts of the published models as HF `transformers` builds them
+# (tests/test_convert_hf.py checks each against transformers itself).
+PUBLISHED = {"bert_base": 109_514_298, "gpt_small": 124_439_808, "t5_base": 222_903_552,
+             "t5_1_1_base": 247_577_856}
+
+
+def load(name):
+  return importlib.import_module(f"configs.{name}").get_config()
+
+
+def test_every_family_has_a_tiny_and_a_published_size():
+  assert {"bert_tiny", "gpt_tiny", "t5_tiny"} | set(PUBLISHED) <= set(CONFIG_FILES)
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_config_builds_a_valid_model(name):
+  config = load(name)
+  cfg = model_config(config)
+  assert cfg.family == config.model.family
+  # Counting runs eval_shape: full-size models are sized without allocating anything.
+  count = count_params(cfg)
+  if name in PUBLISHED:
+    assert count == PUBLISHED[name]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("num_heads", 3, "config.model.num_heads=3 must divide config.model.embed_dim=128"),
+    ("num_kv_heads", 3, "config.model.num_kv_heads=3 must divide config.model.num_heads=4"),
+    ("position", "alibi", "config.model.position='alibi' is not one of"),
+    ("activation", "mish", "config.model.activation='mish' is not one of"),
+    ("norm_position", "sandwich", "config.model.norm_position='sandwich' is not one of"),
+    ("family", "rnn", "config.model.family='rnn' is not one of"),
+    ("remat", "some", "config.model.remat='some' is not one of"),
+    ("pooler", True, "config.model.pooler=True is only for family 'encoder'"),
+])
+def test_impossible_model_settings_fail_naming_the_field(field, value, message):
+  config = load("gpt_tiny")
+  config.model[field] = value
+  with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    model_config(config)
+
+
+def test_unknown_model_setting_is_named():
+  config = load("gpt_tiny")
+  config.unlock()
+  config.model.num_experts = 8
+  with pytest.raises(ValueError, match="config.model.num_experts is not a model setting"):
+    model_config(config)
