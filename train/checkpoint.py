@@ -1,7 +1,14 @@
 """Orbax checkpoints of the train state together with the data iterator's position."""
+import os
+
 import jax
 import grain
 import orbax.checkpoint as ocp
+
+
+def directory(workdir: str) -> str:
+  """Where a run's checkpoints live inside its workdir."""
+  return os.path.join(workdir, "checkpoints")
 
 
 class Checkpointer:
@@ -23,14 +30,14 @@ class Checkpointer:
     return self.manager.save(step, force=force, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter)))
 
-  def restore(self, step: int, abstract_state, shardings, data_iter):
-    """The state at `step`, laid out by `shardings`; `data_iter` is moved to where it was."""
+  def restore(self, step: int, abstract_state, shardings, data_iter=None):
+    """The state at `step`, laid out by `shardings`; a given `data_iter` moves to where it was."""
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, shardings)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target),
-        data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
-    return restored["state"]
+    items = {"state": ocp.args.StandardRestore(target)}
+    if data_iter is not None:  # without one (inference), the data position is not read
+      items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+    return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
   def close(self) -> None:
     """Waits for pending async saves, then releases the manager."""

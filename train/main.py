@@ -12,7 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from train import report, trainer
+from train import cli, report, trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -40,13 +40,5 @@ def main(argv):
   print(report.format_summary(summary))
 
 
-def _parse_flags(argv):
-  """absl's parser, with a bad --config.x=y (unknown field, wrong type) as one line."""
-  try:
-    return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    sys.exit(f"error: bad flag ({e}); check the field's name and type in the config file")
-
-
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

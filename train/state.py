@@ -1,4 +1,5 @@
 """The train state and its shardings, created on the mesh without ever being whole on one host."""
+import os
 from typing import Any
 
 import flax.struct
@@ -8,8 +9,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from model import build_model
-from train import sharding
+from model import build_model, model_config
+from train import checkpoint, optim, sharding, validation
 
 
 @flax.struct.dataclass
@@ -54,3 +55,31 @@ def state_shardings(model_cfg, tx, mesh: Mesh, rules) -> tuple[TrainState, Train
 def create_state(model_cfg, tx, seed: int, shardings: TrainState) -> TrainState:
   """A fresh state, each array initialised directly in its shards."""
   return jax.jit(lambda: init_state(model_cfg, tx, seed), out_shardings=shardings)()
+
+
+def restore_params(config, workdir: str, step: int | None = None) -> tuple[nnx.GraphDef, Any]:
+  """(graphdef, params) that the run in `workdir` saved at `step` (default: its latest).
+
+  For inference from Python (notebooks): the params are laid out on this machine's
+  mesh (`config.mesh`), whatever mesh trained them; the data iterator is not read.
+  """
+  directory = checkpoint.directory(workdir)
+  if not os.path.isdir(directory):
+    raise ValueError(f"{workdir} holds no checkpoints; train it first")
+  validation.check_workdir_config(workdir, config)  # a different config would not fit
+  model_cfg = model_config(config)
+  # The optimizer state is saved with the params; restoring needs its structure.
+  tx = optim.make_optimizer(config.optim, config.train.num_steps)
+  mesh = sharding.make_mesh(config.mesh)
+  rules = tuple((name, axes) for name, axes in config.sharding.rules)
+  abstract, shardings = state_shardings(model_cfg, tx, mesh, rules)
+  checkpointer = checkpoint.Checkpointer(directory, config.train.checkpoint_every,
+                              config.train.keep_checkpoints)
+  try:
+    step = checkpointer.latest_step() if step is None else step
+    if step is None:
+      raise ValueError(f"{directory} holds no finished checkpoint; train it first")
+    state = checkpointer.restore(step, abstract, shardings)
+  finally:
+    checkpointer.close()
+  return model_graphdef(model_cfg), state.params

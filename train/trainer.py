@@ -21,6 +21,7 @@ from train import corpus, hardware, input_pipeline, optim, sharding, tokenizer, 
 from train import state as state_lib
 from train import step as step_lib
 from train import validation
+from train import checkpoint as checkpoint_lib
 from train.checkpoint import Checkpointer
 from train.metrics import MetricsWriter, add_sums, summarize
 
@@ -38,11 +39,6 @@ class PhaseTimer:
     self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-def _texts(source):
-  for i in range(len(source)):
-    yield source[i]["text"].decode("utf-8")
-
-
 def evaluate(eval_step, params, batches, batch_sharding) -> dict:
   """Summed counts over `batches`, fetched from the devices once."""
   sums = None
@@ -52,13 +48,14 @@ def evaluate(eval_step, params, batches, batch_sharding) -> dict:
 
 
 def _prompts(val_docs, tok, num: int, length: int) -> np.ndarray:
-  """[num, length] token prompts, each from the first line break past a document's middle."""
+  """[num, length] prompts: BOS (as every trained row starts) and the text from the first
+  line break past a document's middle."""
   prompts = []
   for i in range(len(val_docs)):
     text = val_docs[i]["text"].decode("utf-8")
     ids = tok.encode(text[text.find("\n", len(text) // 2) + 1:])
-    if len(ids) >= length:
-      prompts.append(ids[:length])
+    if len(ids) >= length - 1:
+      prompts.append([tokenizer.BOS_ID] + list(ids[:length - 1]))
     if len(prompts) == num:
       break
   return np.stack(prompts)
@@ -84,10 +81,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     builder = corpus.build(data_corpus, config.data.data_dir)
   train_docs, val_docs = builder.as_data_source("train"), builder.as_data_source("validation")
   with timer("tokenizer"):
-    spm_path = os.path.join(data_corpus.dir(config.data.data_dir),
-                            f"spm_unigram_{config.data.vocab_size}.model")
-    tok = tokenizer.load_or_train(spm_path, _texts(train_docs), config.data.vocab_size,
-                                  config.data.tokenizer_sentences)
+    tok, _ = tokenizer.for_corpus(data_corpus.dir(config.data.data_dir), train_docs, config.data)
   local_batch = config.train.batch_size // jax.process_count()
   pipeline = dict(tokenizer=tok, objective=config.objective, seq_len=config.data.seq_len,
                   batch_size=local_batch, seed=config.seed, num_threads=config.data.num_threads)
@@ -111,7 +105,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # ---------------------------------------------------------------- restore or initialise
   # Order: (1) the latest checkpoint in this workdir, (2) a fresh init from the seed.
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+  checkpointer = Checkpointer(checkpoint_lib.directory(workdir),
                               config.train.checkpoint_every, config.train.keep_checkpoints)
   latest = checkpointer.latest_step()
   with timer("init_or_restore"):
@@ -181,7 +175,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # ---------------------------------------------------------------- final evaluation and samples
   final = run_eval(final_step, eval_batches, split="validation_full")
   with timer("unigram_baseline"):
-    unigram_bpb = unigram.bits_per_byte(unigram.fit(_texts(train_docs), tok), eval_batches)
+    unigram_bpb = unigram.bits_per_byte(unigram.fit(corpus.texts(train_docs), tok), eval_batches)
   writer.write(final_step, "validation_full", {"unigram_bits_per_byte": unigram_bpb},
                **context(final_step))
   samples = []
