@@ -44,7 +44,12 @@ def base_config():
   """Returns the shared defaults; experiment files override fields."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.objective = "causal_lm"  # must fit model.family (train/objectives.py)
+  c.objective = "causal_lm"  # causal_lm | prefix_lm | mlm | span_corruption (fit model.family)
+  c.noise = ml_collections.ConfigDict()
+  c.noise.mlm_rate = 0.15  # share of text tokens selected (BERT)
+  c.noise.whole_word_masking = False
+  c.noise.noise_density = 0.15  # span corruption (T5)
+  c.noise.mean_span_length = 3.0
 
   c.model = ml_collections.ConfigDict()
   c.model.family = "decoder"  # "encoder" (BERT), "decoder" (GPT) or "encoder_decoder" (T5)

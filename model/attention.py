@@ -11,8 +11,10 @@ from model.layers import INIT, add_bias, maybe_bias, param
 from model.positions import apply_rotary
 
 
-def segment_mask(q_segment_ids: jax.Array, k_segment_ids: jax.Array, causal: bool) -> jax.Array:
-  """True where query t may attend to key s: same segment (and s <= t if causal).
+def segment_mask(q_segment_ids: jax.Array, k_segment_ids: jax.Array, causal: bool,
+                 prefix: jax.Array | None = None) -> jax.Array:
+  """True where query t may attend to key s: same segment (and s <= t if causal, or s in
+  the bidirectional `prefix` [B, S] of a prefix LM).
 
   Padding (segment 0) attends only to padding, so a padded query row is never
   fully masked when its keys include padding; its output is ignored by the loss.
@@ -21,7 +23,12 @@ def segment_mask(q_segment_ids: jax.Array, k_segment_ids: jax.Array, causal: boo
   mask = q_segment_ids[:, None, :, None] == k_segment_ids[:, None, None, :]
   if causal:
     t, s = q_segment_ids.shape[-1], k_segment_ids.shape[-1]
-    mask &= jnp.tril(jnp.ones((t, s), bool))[None, None]
+    allowed = jnp.tril(jnp.ones((t, s), bool))[None, None]
+    if prefix is not None:
+      # [B, S] -> [B, 1, 1, S]: keys of the prefix are visible from every query of
+      # their segment (a later query is in the prefix too, or past it).
+      allowed = allowed | prefix.astype(bool)[:, None, None, :]
+    mask &= allowed
   return mask
 
 

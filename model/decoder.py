@@ -18,6 +18,7 @@ class Decoder(nnx.Module):
   """Causal language model over packed rows of token ids."""
 
   INPUTS = ("inputs", "positions", "segment_ids")
+  OPTIONAL_INPUTS = ("prefix",)  # prefix LM: positions read bidirectionally
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     self.embed = Embed(cfg.vocab_size, cfg.embed_dim, rngs=rngs, **dtypes(cfg))
@@ -25,10 +26,11 @@ class Decoder(nnx.Module):
     self.head = OutputHead(cfg.embed_dim, cfg.vocab_size, tied=cfg.tie_embeddings, rngs=rngs,
                            **dtypes(cfg))
 
-  def __call__(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array, *,
-               rngs: nnx.Rngs | None = None) -> jax.Array:
-    """Logits [B, T, V] for inputs, positions, segment_ids [B, T]; dropout only if rngs given."""
+  def __call__(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array,
+               prefix: jax.Array | None = None, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+    """Logits [B, T, V] for inputs, positions, segment_ids (and a prefix-LM prefix) [B, T];
+    dropout only if rngs given."""
     # [B, T] -> [B, T, D]
-    x = self.stack(self.embed(inputs), positions, segment_ids, rngs=rngs)
+    x = self.stack(self.embed(inputs), positions, segment_ids, prefix=prefix, rngs=rngs)
     # [B, T, D] -> [B, T, V]
     return self.head(x, self.embed)

@@ -21,6 +21,7 @@ class Encoder(nnx.Module):
   """Bidirectional encoder over packed rows; logits for masked-token prediction."""
 
   INPUTS = ("inputs", "positions", "segment_ids")
+  OPTIONAL_INPUTS = ()
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     kw = dict(rngs=rngs, **dtypes(cfg))

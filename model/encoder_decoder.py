@@ -25,6 +25,7 @@ class EncoderDecoder(nnx.Module):
 
   INPUTS = ("encoder_inputs", "encoder_positions", "encoder_segment_ids", "inputs", "positions",
             "segment_ids")
+  OPTIONAL_INPUTS = ()
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     self.embed = Embed(cfg.vocab_size, cfg.embed_dim, rngs=rngs, **dtypes(cfg))

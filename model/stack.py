@@ -107,8 +107,9 @@ class Stack(nnx.Module):
 
   def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array, *,
                encoded: jax.Array | None = None, encoder_segment_ids: jax.Array | None = None,
-               rngs: nnx.Rngs | None = None) -> jax.Array:
-    """x: [B, T, D] embeddings; positions, segment_ids: [B, T]; encoded: [B, S, D]."""
+               prefix: jax.Array | None = None, rngs: nnx.Rngs | None = None) -> jax.Array:
+    """x: [B, T, D] embeddings; positions, segment_ids: [B, T]; encoded: [B, S, D];
+    prefix: optional [B, T], nonzero where a causal stack attends bidirectionally."""
     # [B, T, D]
     if self.position == "learned":
       x = x + self.positions(positions)
@@ -118,7 +119,7 @@ class Stack(nnx.Module):
       x = self.embed_norm(x)
     x = self.dropout(x, rngs=rngs, deterministic=rngs is None)
     ctx = Context(
-        mask=segment_mask(segment_ids, segment_ids, self.causal),
+        mask=segment_mask(segment_ids, segment_ids, self.causal, prefix),
         bias=(self.relative_bias(positions, positions)
               if self.relative_bias is not None else None),
         rotary_positions=(positions, positions) if self.position == "rotary" else None,

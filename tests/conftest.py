@@ -1,11 +1,11 @@
 """Shared fixtures: a small text corpus made from local files, its tokenizer, tiny configs."""
+import importlib
 import os
 import shutil
 import sysconfig
 
 import pytest
 
-from configs import gpt_tiny
 from train import corpus, tokenizer
 
 TEST_VOCAB = 640
@@ -45,9 +45,9 @@ def built(text_dir, data_dir):
   return c, builder, tok
 
 
-def tiny_config(text_dir, data_dir):
-  """gpt_tiny shrunk to seconds: 2 layers of width 32 over the test corpus."""
-  c = gpt_tiny.get_config()
+def tiny_config(text_dir, data_dir, name="gpt_tiny"):
+  """configs/<name>.py shrunk to seconds: 2 layers of width 32 over the test corpus."""
+  c = importlib.import_module(f"configs.{name}").get_config()
   c.data.source = str(text_dir / "*.txt")
   c.data.data_dir = data_dir
   c.data.validation_percent = 10

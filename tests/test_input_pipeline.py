@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from train import input_pipeline
+from train import input_pipeline, objectives
 from train.tokenizer import BOS_ID, EOS_ID
 
 SEQ_LEN, BATCH = 32, 4
@@ -14,8 +14,8 @@ def _batches(built, n, *, seed=0, train=True, state=None):
   """The first `n` batches of a fresh iterator (moved to `state` first if given)."""
   _, builder, tok = built
   dataset = input_pipeline.make_dataset(
-      builder.as_data_source("train" if train else "validation"), tok, objective="causal_lm",
-      seq_len=SEQ_LEN, batch_size=BATCH, seed=seed, train=train)
+      builder.as_data_source("train" if train else "validation"), tok, objective=objectives.CausalLM(SEQ_LEN),
+      batch_size=BATCH, seed=seed, train=train)
   it = iter(dataset)
   if state is not None:
     it.set_state(state)

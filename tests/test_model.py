@@ -240,3 +240,20 @@ def test_compute_dtype_keeps_float32_params_and_logits(dtype):
   assert model.embed.table[...].dtype == jnp.float32
   out = model(jnp.ones((1, 4), jnp.int32), jnp.arange(4)[None], jnp.ones((1, 4), jnp.int32))
   assert out.dtype == jnp.float32 and np.isfinite(np.asarray(out)).all()
+
+
+def test_prefix_lm_reads_the_prefix_both_ways_and_the_rest_causally():
+  model = build_model(make_cfg("decoder"), seed=6)
+  row = lambda a: jnp.asarray(a)[None]
+  prefix = (np.arange(20) <= 7).astype(np.int32)
+
+  def logits(tokens):
+    return np.asarray(model(row(tokens), row(np.arange(20)), row(np.ones(20, int)),
+                            row(prefix))[0])
+
+  tokens = np.arange(10, 30)
+  base = logits(tokens)
+  in_prefix, after = tokens.copy(), tokens.copy()
+  in_prefix[5], after[12] = 5, 5
+  assert not np.allclose(logits(in_prefix)[:5], base[:5])  # earlier prefix positions see it
+  np.testing.assert_array_equal(logits(after)[:12], base[:12])  # the suffix stays causal

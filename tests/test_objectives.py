@@ -1,4 +1,6 @@
 """Objectives on small hand-made packed rows, with exact expected arrays."""
+import re
+
 import numpy as np
 import pytest
 
@@ -44,4 +46,92 @@ def test_causal_lm_leaves_its_input_row_alone():
 
 def test_every_family_objective_is_defined():
   for family, names in objectives.FAMILY_OBJECTIVES.items():
-    assert names and all(n in objectives.OBJECTIVES for n in names), family
+    assert names and all(n in objectives.NAMES for n in names), family
+
+
+def _config(objective, family, seq_len=32):
+  from configs import common
+  c = common.base_config()
+  c.objective, c.model.family, c.data.seq_len, c.data.vocab_size = objective, family, seq_len, 640
+  return c
+
+
+def _raw_row(built, length, offset=0):
+  """A full raw row of real tokens (one document's start), as concat-then-split makes."""
+  _, builder, tok = built
+  docs = builder.as_data_source("train")
+  ids = np.concatenate([tok.encode(docs[i]["text"].decode()) for i in range(offset, offset + 3)])
+  return tok, _row(ids[:length], np.ones(length), np.arange(length))
+
+
+def test_span_corruption_example_detokenises_back_to_the_text(built):
+  objective = objectives.make(_config("span_corruption", "encoder_decoder", 128))
+  assert (objective.raw_length, objective.targets_length) == (141, 29)
+  tok, row = _raw_row(built, 141)
+  out = objective(row, np.random.default_rng(0))
+  assert out["encoder_inputs"].shape == (128,) and out["targets"].shape == (29,)
+  assert (out["encoder_segment_ids"] == 1).all() and (out["segment_ids"] == 1).all()
+  # Decoder inputs: the targets shifted right, starting from pad (0) as in T5.
+  np.testing.assert_array_equal(out["inputs"], np.r_[0, out["targets"][:-1]])
+  # Text of the inputs with each <extra_id_i> replaced by the text of target span i.
+  inputs_text, targets_text = tok.decode(out["encoder_inputs"]), tok.decode(out["targets"])
+  pieces = re.split(r"(<extra_id_\d+>)", targets_text)
+  spans = {pieces[i]: pieces[i + 1] for i in range(1, len(pieces), 2)}
+  rebuilt = re.sub(r"<extra_id_\d+>", lambda m: spans[m.group(0)], inputs_text)
+  assert rebuilt == tok.decode(row["targets"])
+
+
+def test_mlm_scores_only_selected_text_tokens_of_each_segment(built):
+  tok, row = _raw_row(built, 64)
+  row["targets_segment_ids"][40:] = 2
+  row["targets_segment_ids"][60:] = 0
+  row["targets"][60:] = 0
+  out = objectives.make(_config("mlm", "encoder", 64), tok)(row, np.random.default_rng(1))
+  scored = out["weights"] > 0
+  text = (row["targets"] >= objectives.FIRST_TEXT_ID) & (row["targets_segment_ids"] > 0)
+  assert scored.sum() == round(0.15 * text.sum()) and not (scored & ~text).any()
+  np.testing.assert_array_equal(out["inputs"][~scored], row["targets"][~scored])
+  np.testing.assert_array_equal(out["targets"], row["targets"])
+
+
+@pytest.mark.parametrize("family", ["decoder", "encoder_decoder"])
+def test_prefix_lm_scores_the_suffix_given_the_prefix(built, family):
+  objective = objectives.make(_config("prefix_lm", family, 32))
+  _, row = _raw_row(built, objective.raw_length)
+  out = objective(row, np.random.default_rng(2))
+  tokens = row["targets"]
+  if family == "decoder":
+    split = int(out["weights"].argmax())
+    np.testing.assert_array_equal(out["targets"], tokens)
+    np.testing.assert_array_equal(out["weights"], np.arange(32) >= split)
+    np.testing.assert_array_equal(out["prefix"], np.arange(32) <= split)
+    assert 1 <= split < 32
+  else:
+    split = int((out["encoder_segment_ids"] > 0).sum()) - 1  # prefix + EOS
+    np.testing.assert_array_equal(out["encoder_inputs"][:split + 1], np.r_[tokens[:split], 1])
+    suffix = np.r_[tokens[split:], 1]
+    np.testing.assert_array_equal(out["targets"][:len(suffix)], suffix)
+    assert out["weights"].sum() == len(suffix)
+
+
+@pytest.mark.parametrize("objective, family", [("mlm", "encoder"),
+                                               ("span_corruption", "encoder_decoder"),
+                                               ("prefix_lm", "decoder")])
+def test_pipeline_examples_are_keyed_by_seed_and_example_index(built, objective, family):
+  """Same batches after an iterator restore; the index, not the call order, picks the mask."""
+  from train import input_pipeline
+  _, builder, tok = built
+  obj = objectives.make(_config(objective, family, 32), tok)
+  make = lambda: iter(input_pipeline.make_dataset(builder.as_data_source("train"), tok,
+                                                  objective=obj, batch_size=2, seed=5, train=True))
+  it = make()
+  first = [next(it) for _ in range(3)]
+  state = it.get_state()
+  later = [next(it) for _ in range(2)]
+  resumed = make()
+  resumed.set_state(state)
+  for a, b in zip(later, [next(resumed) for _ in range(2)]):
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  again = make()
+  np.testing.assert_array_equal(next(again)["inputs"], first[0]["inputs"])

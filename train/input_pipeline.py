@@ -3,16 +3,17 @@
 Each host reads only its share of the documents (every `shard_count`-th one).
 Shuffling is grain's index shuffle seeded from the config (a different order
 each epoch), so the stream depends only on the seed and the position in it,
-and the iterator state can be checkpointed and restored exactly.
+and the iterator state can be checkpointed and restored exactly. The
+objective's random choices for row i of host h are keyed by the config seed and
+the global example index i * shard_count + h.
 """
 import grain
 import grain.experimental as grain_exp
 import jax
 import numpy as np
 
-from train import objectives
+from train import noise
 from train.tokenizer import EOS_ID, Tokenizer
-
 
 
 class _Tokenize(grain.transforms.Map):
@@ -22,6 +23,16 @@ class _Tokenize(grain.transforms.Map):
   def map(self, example):
     text = example["text"].decode("utf-8") if isinstance(example["text"], bytes) else example["text"]
     return {"targets": np.append(self.tokenizer.encode(text), np.int32(EOS_ID))}
+
+
+class _ApplyObjective(grain.transforms.MapWithIndex):
+  def __init__(self, objective, seed: int, stream: int, shard_index: int, shard_count: int):
+    self.objective, self.seed, self.stream = objective, seed, stream
+    self.shard_index, self.shard_count = shard_index, shard_count
+
+  def map_with_index(self, index: int, row):
+    global_index = index * self.shard_count + self.shard_index
+    return self.objective(row, noise.example_rng(self.seed, global_index, self.stream))
 
 
 class _TargetBytes(grain.transforms.Map):
@@ -43,11 +54,11 @@ def _pad_batch(batch_size: int):
   return pad
 
 
-def make_dataset(source, tokenizer: Tokenizer, *, objective: str, seq_len: int,
-                 batch_size: int, seed: int, train: bool, num_threads: int = 2,
-                 shard_index: int | None = None, shard_count: int | None = None
-                 ) -> grain.IterDataset:
-  """Batches of `batch_size` rows for this host (shard defaults: this JAX process)."""
+def make_dataset(source, tokenizer: Tokenizer, *, objective, batch_size: int, seed: int,
+                 train: bool, num_threads: int = 2, shard_index: int | None = None,
+                 shard_count: int | None = None) -> grain.IterDataset:
+  """Batches of `batch_size` examples of `objective` (train/objectives.py) for this host
+  (shard defaults: this JAX process)."""
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
   docs = grain.MapDataset.source(source)[shard_index::shard_count]
@@ -55,7 +66,11 @@ def make_dataset(source, tokenizer: Tokenizer, *, objective: str, seq_len: int,
     docs = docs.shuffle(seed=seed).repeat()
   tokens = docs.map(_Tokenize(tokenizer)).to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=64))
-  rows = grain_exp.ConcatThenSplitIterDataset(tokens, length_struct={"targets": seq_len})
-  rows = rows.map(objectives.OBJECTIVES[objective]).map(_TargetBytes(tokenizer.byte_lengths()))
-  batches = rows.batch(batch_size, drop_remainder=train)
+  rows = grain_exp.ConcatThenSplitIterDataset(tokens,
+                                              length_struct={"targets": objective.raw_length})
+  # Validation draws its masks from another stream than training's.
+  examples = rows.map_with_index(_ApplyObjective(objective, seed, int(not train), shard_index,
+                                                 shard_count))
+  examples = examples.map(_TargetBytes(tokenizer.byte_lengths()))
+  batches = examples.batch(batch_size, drop_remainder=train)
   return batches if train else batches.map(_pad_batch(batch_size))

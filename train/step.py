@@ -18,7 +18,8 @@ def loss_and_sums(params, graphdef: nnx.GraphDef, batch: dict, dropout_key=None)
   model = nnx.merge(graphdef, params)
   rngs = None if dropout_key is None else nnx.Rngs(dropout=dropout_key)
   # [B, T, V]
-  logits = model(**{name: batch[name] for name in model.INPUTS}, rngs=rngs)
+  names = model.INPUTS + tuple(n for n in model.OPTIONAL_INPUTS if n in batch)
+  logits = model(**{name: batch[name] for name in names}, rngs=rngs)
   # [B, T]
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
   weights = batch["weights"]

@@ -54,6 +54,16 @@ class Tokenizer:
         run.append(i)
     return "".join(out) + self.sp.decode(run)
 
+  def word_starts(self) -> np.ndarray:
+    """[V] bool: ids that begin a word (a piece after whitespace, or punctuation), for
+    whole-word masking; the other pieces continue the word before them."""
+    starts = np.ones(self.vocab_size, bool)
+    for i in range(self.sp_size):
+      piece = self.sp.id_to_piece(i)
+      if not (self.sp.is_control(i) or self.sp.is_byte(i)) and piece[0] != "\u2581":
+        starts[i] = not (piece[0].isalnum() or piece[0] == "_")
+    return starts
+
   def byte_lengths(self) -> np.ndarray:
     """UTF-8 bytes each id decodes to ([V]); 0 for control ids and sentinels."""
     lengths = np.zeros(self.vocab_size, np.int32)

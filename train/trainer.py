@@ -17,7 +17,8 @@ import numpy as np
 
 from model import count_params, model_config, train_flops_per_row
 from model.sampling import sample
-from train import corpus, hardware, input_pipeline, optim, sharding, tokenizer, unigram
+from train import corpus, hardware, input_pipeline, objectives, optim, sharding, tokenizer
+from train import unigram
 from train import state as state_lib
 from train import step as step_lib
 from train import validation
@@ -83,8 +84,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   with timer("tokenizer"):
     tok, _ = tokenizer.for_corpus(data_corpus.dir(config.data.data_dir), train_docs, config.data)
   local_batch = config.train.batch_size // jax.process_count()
-  pipeline = dict(tokenizer=tok, objective=config.objective, seq_len=config.data.seq_len,
-                  batch_size=local_batch, seed=config.seed, num_threads=config.data.num_threads)
+  objective = objectives.make(config, tok)
+  pipeline = dict(tokenizer=tok, objective=objective, batch_size=local_batch, seed=config.seed,
+                  num_threads=config.data.num_threads)
   train_iter = iter(input_pipeline.make_dataset(train_docs, train=True, **pipeline))
   with timer("eval_data"):
     eval_batches = list(input_pipeline.make_dataset(val_docs, train=False, **pipeline))
@@ -98,10 +100,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   graphdef = state_lib.model_graphdef(model_cfg)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   num_params = count_params(model_cfg)
-  step_flops = train_flops_per_row(model_cfg, config.data.seq_len) / config.data.seq_len
+  # Rows of the decoder (or the only stack), and of the encoder of an encoder-decoder.
+  lengths = ((objective.targets_length, config.data.seq_len)
+             if model_cfg.family == "encoder_decoder" else (config.data.seq_len, 0))
+  step_flops = config.train.batch_size * train_flops_per_row(model_cfg, *lengths)
+  tokens_per_step = config.train.batch_size * sum(lengths)
   peak, peak_source = hardware.peak_flops_per_device()
-  logging.info("%s: %.2fM parameters, %.1f MFLOPs per token; peak %.1f GFLOP/s per device (%s).",
-               config.model.family, num_params / 1e6, step_flops / 1e6, peak / 1e9, peak_source)
+  logging.info("%s: %.2fM parameters, %.1f GFLOPs per step; peak %.1f GFLOP/s per device (%s).",
+               config.model.family, num_params / 1e6, step_flops / 1e9, peak / 1e9, peak_source)
 
   # ---------------------------------------------------------------- restore or initialise
   # Order: (1) the latest checkpoint in this workdir, (2) a fresh init from the seed.
@@ -118,8 +124,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # ---------------------------------------------------------------- compile
   # Ahead-of-time: the compiled step rejects any other shape, so it never recompiles.
-  batch_spec = {k: jax.ShapeDtypeStruct((config.train.batch_size, config.data.seq_len),
-                                        v.dtype, sharding=batch_sharding)
+  batch_spec = {k: jax.ShapeDtypeStruct((config.train.batch_size,) + v.shape[1:], v.dtype,
+                                        sharding=batch_sharding)
                 for k, v in eval_batches[0].items()}
   with timer("compile"):
     train_step = step_lib.jit_train_step(graphdef, tx, config.seed, config.model.dropout_rate > 0,
@@ -129,9 +135,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # ---------------------------------------------------------------- train loop
   writer = MetricsWriter(workdir, config.objective)
-  tokens_per_step = config.train.batch_size * config.data.seq_len
   context = lambda step: {"tokens_seen": step * tokens_per_step,
-                          "flops_seen": step * tokens_per_step * step_flops}
+                          "flops_seen": step * step_flops}
 
   def run_eval(step, batches, split="validation"):
     with timer("eval"):
@@ -157,7 +162,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       values = dict(summarize(sums), learning_rate=float(lr_schedule(step - 1)),
                     grad_norm=float(sums["grad_norm"]) / steps_done,
                     step_time=seconds / steps_done, tokens_per_sec=tokens_per_sec,
-                    mfu=tokens_per_sec * step_flops / (peak * mesh.size))
+                    mfu=steps_done / seconds * step_flops / (peak * mesh.size))
       values.pop("accuracy")
       writer.write(step, "train", values, **context(step))
       eta = (config.train.num_steps - step) * seconds / steps_done
@@ -179,7 +184,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer.write(final_step, "validation_full", {"unigram_bits_per_byte": unigram_bpb},
                **context(final_step))
   samples = []
-  if config.sample.num_prompts > 0:
+  if config.sample.num_prompts > 0 and model_cfg.family == "decoder":
     with timer("samples"):
       prompts = _prompts(val_docs, tok, config.sample.num_prompts, config.sample.prompt_tokens)
       out = sample(graphdef, jax.device_get(state.params), jnp.asarray(prompts),
@@ -191,6 +196,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   summary = {"step": final_step, "params": num_params,
              "initial_bits_per_byte": initial and initial["bits_per_byte"],
+             "initial_loss": initial and initial["loss"],
              "final_bits_per_byte": final["bits_per_byte"], "final_loss": final["loss"],
              "final_perplexity": final["perplexity"], "final_accuracy": final["accuracy"],
              "unigram_bits_per_byte": unigram_bpb, "eval_tokens": int(sum(

@@ -26,14 +26,20 @@ def validate(config: ml_collections.ConfigDict, batch_divisor: int) -> None:
                "keep_checkpoints"):
     if t[name] < 1:
       raise ValueError(f"config.train.{name}={t[name]} must be a positive integer")
-  if config.data.seq_len < 2:
-    raise ValueError(f"config.data.seq_len={config.data.seq_len} must be at least 2")
+  if config.data.seq_len < 4:
+    raise ValueError(f"config.data.seq_len={config.data.seq_len} must be at least 4")
+  n = config.noise
+  for name in ("mlm_rate", "noise_density"):
+    if not 0.0 < n[name] < 1.0:
+      raise ValueError(f"config.noise.{name}={n[name]} must be in (0, 1)")
+  if n.mean_span_length < 1.0:
+    raise ValueError(f"config.noise.mean_span_length={n.mean_span_length} must be >= 1")
   shards = math.lcm(batch_divisor, jax.process_count())
   if t.batch_size % shards:
     raise ValueError(f"config.train.batch_size={t.batch_size} does not divide into the {shards} "
                      "batch shards of the mesh and hosts; use a multiple of it")
   s = config.sample
-  if s.prompt_tokens + s.new_tokens > config.model.max_length:
+  if family == "decoder" and s.prompt_tokens + s.new_tokens > config.model.max_length:
     raise ValueError(f"config.sample.prompt_tokens + new_tokens = "
                      f"{s.prompt_tokens + s.new_tokens} exceeds config.model.max_length="
                      f"{config.model.max_length}; shorten them")
