@@ -27,7 +27,12 @@ setuptools.setup(
         "importlib_resources>=6,<8",
     ],
     extras_require={
-        "dev": ["pytest>=8,<10"],
+        "dev": ["pytest>=8,<10", "torch==2.13.0", "transformers>=5.23,<6",
+                "safetensors>=0.8,<0.9"],
+        # tools/convert_hf.py needs only safetensors; torch and transformers build its tests'
+        # reference models. On Linux, PyPI's torch brings CUDA libraries; for the CPU build add
+        # --extra-index-url https://download.pytorch.org/whl/cpu.
+        "convert": ["torch==2.13.0", "transformers>=5.23,<6", "safetensors>=0.8,<0.9"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
     },
 )

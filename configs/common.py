@@ -93,6 +93,7 @@ def base_config():
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 16  # global, across all hosts
+  c.train.microbatches = 1  # gradient accumulation: the batch runs in this many slices
   c.train.num_steps = 500
   c.train.log_every = 25
   c.train.eval_every = 100

@@ -13,40 +13,80 @@ from flax import nnx
 from train.state import TrainState
 
 
-def loss_and_sums(params, graphdef: nnx.GraphDef, batch: dict, dropout_key=None):
-  """Mean cross-entropy over weighted targets, and the sums behind the metrics."""
+def metric_sums(params, graphdef: nnx.GraphDef, batch: dict, dropout_key=None) -> dict:
+  """Sums over the batch of the weighted cross-entropy ("nll") and of what metrics count."""
   model = nnx.merge(graphdef, params)
   rngs = None if dropout_key is None else nnx.Rngs(dropout=dropout_key)
-  # [B, T, V]
   names = model.INPUTS + tuple(n for n in model.OPTIONAL_INPUTS if n in batch)
+  # [B, T, V]
   logits = model(**{name: batch[name] for name in names}, rngs=rngs)
   # [B, T]
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
   weights = batch["weights"]
   correct = (jnp.argmax(logits, -1) == batch["targets"]) * weights
-  sums = {"nll": (nll * weights).sum(), "tokens": weights.sum(), "correct": correct.sum(),
+  return {"nll": (nll * weights).sum(), "tokens": weights.sum(), "correct": correct.sum(),
           "bytes": batch["target_bytes"].sum().astype(jnp.float32)}
-  return sums["nll"] / jnp.maximum(sums["tokens"], 1.0), sums
 
 
-def train_step(state: TrainState, batch: dict, *, graphdef, tx, seed: int, dropout: bool):
-  """One optimizer step; dropout keys derive from (seed, step), never from global state."""
+def _microbatches(batch: dict, count: int) -> dict:
+  """[B, ...] -> [count, B / count, ...], microbatch m taking rows m, m + count, ...
+
+  Strided, not contiguous: each device's share of the batch is spread over all
+  microbatches, so every microbatch keeps every device busy.
+  """
+  return jax.tree.map(lambda x: x.reshape(-1, count, *x.shape[1:]).swapaxes(0, 1), batch)
+
+
+def _nll_and_sums(params, graphdef, batch, key):
+  sums = metric_sums(params, graphdef, batch, key)
+  return sums["nll"], sums
+
+
+def summed_grads(params, graphdef, batch: dict, key, microbatches: int):
+  """(gradient of the summed nll, metric sums), accumulated over `microbatches` in float32."""
+  grad_fn = jax.grad(_nll_and_sums, has_aux=True)
+  if microbatches == 1:
+    return grad_fn(params, graphdef, batch, key)
+
+  def accumulate(carry, inputs):
+    micro, index = inputs
+    micro_key = None if key is None else jax.random.fold_in(key, index)
+    grads, sums = grad_fn(params, graphdef, micro, micro_key)
+    return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  zero_sums = {k: jnp.zeros((), jnp.float32) for k in ("nll", "tokens", "correct", "bytes")}
+  (grads, sums), _ = jax.lax.scan(accumulate, (zeros, zero_sums),
+                                  (_microbatches(batch, microbatches), jnp.arange(microbatches)))
+  return grads, sums
+
+
+def train_step(state: TrainState, batch: dict, *, graphdef, tx, seed: int, dropout: bool,
+               microbatches: int = 1):
+  """One optimizer step on the mean loss over the batch's weighted targets.
+
+  With microbatches > 1 the gradient is accumulated, so the update equals the
+  full batch's. Dropout keys derive from (seed, step), never from global state.
+  """
   key = jax.random.fold_in(jax.random.key(seed), state.step) if dropout else None
-  grad_fn = jax.value_and_grad(loss_and_sums, has_aux=True)
-  (loss, sums), grads = grad_fn(state.params, graphdef, batch, key)
+  grads, sums = summed_grads(state.params, graphdef, batch, key, microbatches)
+  tokens = jnp.maximum(sums["tokens"], 1.0)
+  grads = jax.tree.map(lambda g: g / tokens, grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(sums, loss=loss, grad_norm=optax.global_norm(grads))
+  metrics = dict(sums, loss=sums["nll"] / tokens, grad_norm=optax.global_norm(grads))
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
 def eval_step(params, batch: dict, *, graphdef):
-  return loss_and_sums(params, graphdef, batch)[1]
+  return metric_sums(params, graphdef, batch)
 
 
-def jit_train_step(graphdef, tx, seed: int, dropout: bool, state_shardings, batch_sharding):
+def jit_train_step(graphdef, tx, seed: int, dropout: bool, state_shardings, batch_sharding,
+                   microbatches: int = 1):
   """train_step jitted with explicit shardings; the old state's buffers are donated."""
-  step = functools.partial(train_step, graphdef=graphdef, tx=tx, seed=seed, dropout=dropout)
+  step = functools.partial(train_step, graphdef=graphdef, tx=tx, seed=seed, dropout=dropout,
+                           microbatches=microbatches)
   return jax.jit(step, in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=0)
 

@@ -128,8 +128,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                         sharding=batch_sharding)
                 for k, v in eval_batches[0].items()}
   with timer("compile"):
-    train_step = step_lib.jit_train_step(graphdef, tx, config.seed, config.model.dropout_rate > 0,
-                                         shardings, batch_sharding).lower(state, batch_spec).compile()
+    train_step = step_lib.jit_train_step(
+        graphdef, tx, config.seed, config.model.dropout_rate > 0, shardings, batch_sharding,
+        config.train.microbatches).lower(state, batch_spec).compile()
     eval_step = step_lib.jit_eval_step(graphdef, shardings.params, batch_sharding).lower(
         state.params, batch_spec).compile()
 

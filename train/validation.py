@@ -38,6 +38,10 @@ def validate(config: ml_collections.ConfigDict, batch_divisor: int) -> None:
   if t.batch_size % shards:
     raise ValueError(f"config.train.batch_size={t.batch_size} does not divide into the {shards} "
                      "batch shards of the mesh and hosts; use a multiple of it")
+  if t.microbatches < 1 or t.batch_size % (shards * t.microbatches):
+    raise ValueError(f"config.train.microbatches={t.microbatches} must divide each of the "
+                     f"{shards} batch shards of config.train.batch_size={t.batch_size}; use a "
+                     f"divisor of {t.batch_size // shards}")
   s = config.sample
   if family == "decoder" and s.prompt_tokens + s.new_tokens > config.model.max_length:
     raise ValueError(f"config.sample.prompt_tokens + new_tokens = "
