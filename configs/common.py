@@ -99,7 +99,12 @@ def base_config():
   c.train.eval_every = 100
   c.train.eval_batches = 20  # fixed validation batches per eval; -1 for the whole split
   c.train.checkpoint_every = 100
-  c.train.keep_checkpoints = 3
+  c.train.keep_checkpoints = 3  # the latest ones
+  c.train.keep_checkpoints_every = 0  # also keep every multiple of this step for good (0: none)
+  # A non-finite loss or gradient stops the run (the bad update is never applied or
+  # saved); True skips such steps instead, counting them in the metrics.
+  c.train.skip_nonfinite = False
+  c.train.inject_nan_at_step = -1  # testing the guard: make this step's gradient NaN
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3  # peak, after warmup

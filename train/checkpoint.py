@@ -1,8 +1,20 @@
-"""Orbax checkpoints of the train state together with the data iterator's position."""
-import os
+"""Orbax checkpoints of the train state with the data iterator's position and the config.
 
-import jax
+A step is written to a temporary directory and renamed when complete, so a
+crash mid-save leaves nothing that looks finished. A finished checkpoint that
+later fails to restore (a truncated or deleted file) is moved aside into
+`checkpoints_unreadable/`, never deleted, and the one before it is used.
+"""
+import json
+import os
+import shutil
+import time
+
+from absl import logging
 import grain
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
 import orbax.checkpoint as ocp
 
 
@@ -12,23 +24,34 @@ def directory(workdir: str) -> str:
 
 
 class Checkpointer:
-  """Async, keep-last-N checkpoints under `directory`: {'state', 'data_iter'} per step."""
+  """Async checkpoints {'state', 'data_iter', 'config'} per step: the last `keep`, plus every
+  multiple of `keep_every` (if set) for good."""
 
-  def __init__(self, directory: str, every: int, keep: int):
-    options = ocp.CheckpointManagerOptions(save_interval_steps=every, max_to_keep=keep,
-                                           enable_async_checkpointing=True, create=True)
+  def __init__(self, workdir: str, every: int, keep: int, keep_every: int = 0):
+    self.workdir = workdir
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=every, max_to_keep=keep, keep_period=keep_every or None,
+        enable_async_checkpointing=True, create=True)
     self.manager = ocp.CheckpointManager(
-        directory, options=options, item_names=("state", "data_iter"),
+        directory(workdir), options=options, item_names=("state", "data_iter", "config"),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
-                       "data_iter": grain.checkpoint.CheckpointHandler()})
+                       "data_iter": grain.checkpoint.CheckpointHandler(),
+                       "config": ocp.JsonCheckpointHandler()})
+
+  @classmethod
+  def for_run(cls, workdir: str, config: ml_collections.ConfigDict) -> "Checkpointer":
+    t = config.train
+    return cls(workdir, t.checkpoint_every, t.keep_checkpoints, t.keep_checkpoints_every)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state, data_iter, *, force: bool = False) -> bool:
+  def save(self, step: int, state, data_iter, config: ml_collections.ConfigDict, *,
+           force: bool = False) -> bool:
     """Saves if `step` is on the interval (or `force`); returns whether it saved."""
     return self.manager.save(step, force=force, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter)))
+        state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter),
+        config=ocp.args.JsonSave(json.loads(config.to_json()))))
 
   def restore(self, step: int, abstract_state, shardings, data_iter=None):
     """The state at `step`, laid out by `shardings`; a given `data_iter` moves to where it was."""
@@ -38,6 +61,35 @@ class Checkpointer:
     if data_iter is not None:  # without one (inference), the data position is not read
       items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
     return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+  def restore_latest_readable(self, abstract_state, shardings, data_iter=None):
+    """(step, state) of the newest checkpoint that restores, or (None, None) if none does.
+
+    Unreadable ones are moved aside with a warning naming them, so the run
+    continues from the one before and a later save of the same step cannot
+    clash with the broken files.
+    """
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        return step, self.restore(step, abstract_state, shardings, data_iter)
+      except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        self._set_aside(step, e)
+    return None, None
+
+  def _set_aside(self, step: int, error: Exception) -> None:
+    broken = os.path.join(directory(self.workdir), str(step))
+    aside = os.path.join(self.workdir, "checkpoints_unreadable", f"{step}-{int(time.time())}")
+    logging.warning("Checkpoint %s cannot be restored (%s: %s); moved to %s, using the one "
+                    "before it.", broken, type(error).__name__, str(error)[:200], aside)
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(aside), exist_ok=True)
+      shutil.move(broken, aside)
+    multihost_utils.sync_global_devices(f"checkpoint {step} set aside")
+    self.manager.reload()
+
+  def reached_preemption(self, step: int) -> bool:
+    """True at JAX's preemption sync point (multi-host TPU: all hosts agree on the step)."""
+    return self.manager.reached_preemption(step)
 
   def close(self) -> None:
     """Waits for pending async saves, then releases the manager."""

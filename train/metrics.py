@@ -5,6 +5,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tensorboardX import SummaryWriter
 
@@ -18,8 +19,15 @@ def summarize(sums: dict) -> dict:
           "accuracy": float(sums["correct"]) / tokens}
 
 
+def _first_nonzero(a, b):
+  return jnp.where(a == 0, b, a)
+
+
 def add_sums(a: dict | None, b: dict) -> dict:
-  return dict(b) if a is None else {k: a[k] + b[k] for k in a}
+  """Adds step metrics to an interval's; `*_step` fields keep the first nonzero step."""
+  if a is None:
+    return dict(b)
+  return {k: _first_nonzero(a[k], b[k]) if k.endswith("_step") else a[k] + b[k] for k in a}
 
 
 class MetricsWriter:

@@ -57,14 +57,11 @@ def create_state(model_cfg, tx, seed: int, shardings: TrainState) -> TrainState:
   return jax.jit(lambda: init_state(model_cfg, tx, seed), out_shardings=shardings)()
 
 
-def restore_params(config, workdir: str, step: int | None = None) -> tuple[nnx.GraphDef, Any]:
-  """(graphdef, params) that the run in `workdir` saved at `step` (default: its latest).
-
-  For inference from Python (notebooks): the params are laid out on this machine's
-  mesh (`config.mesh`), whatever mesh trained them; the data iterator is not read.
-  """
-  directory = checkpoint.directory(workdir)
-  if not os.path.isdir(directory):
+def restore_state(config, workdir: str, step: int | None = None) -> tuple[nnx.GraphDef, TrainState]:
+  """(graphdef, state) that the run in `workdir` saved at `step` (default: its latest), laid
+  out on this machine's mesh (`config.mesh`), whatever mesh trained it. Reads nothing else
+  (not the data iterator) and writes nothing."""
+  if not os.path.isdir(checkpoint.directory(workdir)):
     raise ValueError(f"{workdir} holds no checkpoints; train it first")
   validation.check_workdir_config(workdir, config)  # a different config would not fit
   model_cfg = model_config(config)
@@ -73,13 +70,19 @@ def restore_params(config, workdir: str, step: int | None = None) -> tuple[nnx.G
   mesh = sharding.make_mesh(config.mesh)
   rules = tuple((name, axes) for name, axes in config.sharding.rules)
   abstract, shardings = state_shardings(model_cfg, tx, mesh, rules)
-  checkpointer = checkpoint.Checkpointer(directory, config.train.checkpoint_every,
-                              config.train.keep_checkpoints)
+  checkpointer = checkpoint.Checkpointer.for_run(workdir, config)
   try:
     step = checkpointer.latest_step() if step is None else step
     if step is None:
-      raise ValueError(f"{directory} holds no finished checkpoint; train it first")
+      raise ValueError(f"{checkpoint.directory(workdir)} holds no finished checkpoint; "
+                       "train it first")
     state = checkpointer.restore(step, abstract, shardings)
   finally:
     checkpointer.close()
-  return model_graphdef(model_cfg), state.params
+  return model_graphdef(model_cfg), state
+
+
+def restore_params(config, workdir: str, step: int | None = None) -> tuple[nnx.GraphDef, Any]:
+  """(graphdef, params) of `restore_state`: for inference from Python (notebooks)."""
+  graphdef, state = restore_state(config, workdir, step)
+  return graphdef, state.params

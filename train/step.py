@@ -62,20 +62,28 @@ def summed_grads(params, graphdef, batch: dict, key, microbatches: int):
 
 
 def train_step(state: TrainState, batch: dict, *, graphdef, tx, seed: int, dropout: bool,
-               microbatches: int = 1):
+               microbatches: int = 1, nan_step: int = -1):
   """One optimizer step on the mean loss over the batch's weighted targets.
 
   With microbatches > 1 the gradient is accumulated, so the update equals the
   full batch's. Dropout keys derive from (seed, step), never from global state.
+  A non-finite loss or gradient leaves params and optimizer state as they were;
+  metrics["nonfinite"] counts it and metrics["nonfinite_step"] names the step.
   """
   key = jax.random.fold_in(jax.random.key(seed), state.step) if dropout else None
   grads, sums = summed_grads(state.params, graphdef, batch, key, microbatches)
   tokens = jnp.maximum(sums["tokens"], 1.0)
-  grads = jax.tree.map(lambda g: g / tokens, grads)
+  poison = jnp.where(state.step + 1 == nan_step, jnp.nan, 1.0)  # testing the guard only
+  grads = jax.tree.map(lambda g: g / tokens * poison, grads)
+  loss, grad_norm = sums["nll"] / tokens, optax.global_norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(sums, loss=sums["nll"] / tokens, grad_norm=optax.global_norm(grads))
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  keep_if_bad = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  metrics = dict(sums, loss=loss, grad_norm=grad_norm, nonfinite=(~finite).astype(jnp.float32),
+                 nonfinite_step=jnp.where(finite, 0, state.step + 1))
+  return state.replace(step=state.step + 1, params=keep_if_bad(params, state.params),
+                       opt_state=keep_if_bad(opt_state, state.opt_state)), metrics
 
 
 def eval_step(params, batch: dict, *, graphdef):
@@ -83,10 +91,10 @@ def eval_step(params, batch: dict, *, graphdef):
 
 
 def jit_train_step(graphdef, tx, seed: int, dropout: bool, state_shardings, batch_sharding,
-                   microbatches: int = 1):
+                   microbatches: int = 1, nan_step: int = -1):
   """train_step jitted with explicit shardings; the old state's buffers are donated."""
   step = functools.partial(train_step, graphdef=graphdef, tx=tx, seed=seed, dropout=dropout,
-                           microbatches=microbatches)
+                           microbatches=microbatches, nan_step=nan_step)
   return jax.jit(step, in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=0)
 

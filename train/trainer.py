@@ -5,6 +5,7 @@ final evaluation and samples. Callable from Python (Colab, tests) as well as
 from train/main.py.
 """
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -22,7 +23,7 @@ from train import unigram
 from train import state as state_lib
 from train import step as step_lib
 from train import validation
-from train import checkpoint as checkpoint_lib
+from train import guards
 from train.checkpoint import Checkpointer
 from train.metrics import MetricsWriter, add_sums, summarize
 
@@ -62,6 +63,54 @@ def _prompts(val_docs, tok, num: int, length: int) -> np.ndarray:
   return np.stack(prompts)
 
 
+@dataclasses.dataclass
+class _Data:
+  train_docs: object
+  val_docs: object
+  tok: tokenizer.Tokenizer
+  objective: object
+  pipeline: dict  # make_dataset's arguments but the source and `train`
+  eval_batches: list
+
+
+def _data(config, data_corpus, timer) -> _Data:
+  """Corpus, tokenizer, objective, and the whole validation split as fixed batches."""
+  with timer("corpus"):
+    builder = corpus.build(data_corpus, config.data.data_dir)
+  train_docs, val_docs = builder.as_data_source("train"), builder.as_data_source("validation")
+  with timer("tokenizer"):
+    tok, _ = tokenizer.for_corpus(data_corpus.dir(config.data.data_dir), train_docs, config.data)
+  objective = objectives.make(config, tok)
+  pipeline = dict(tokenizer=tok, objective=objective,
+                  batch_size=config.train.batch_size // jax.process_count(), seed=config.seed,
+                  num_threads=config.data.num_threads)
+  with timer("eval_data"):
+    eval_batches = list(input_pipeline.make_dataset(val_docs, train=False, **pipeline))
+  return _Data(train_docs, val_docs, tok, objective, pipeline, eval_batches)
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Metrics of the latest checkpoint in `workdir` on the whole validation split.
+
+  Reads the checkpoint and writes nothing: the run can go on training after.
+  """
+  timer = PhaseTimer()
+  mesh = sharding.make_mesh(config.mesh)
+  rules = tuple((name, axes) for name, axes in config.sharding.rules)
+  validation.validate(config, sharding.batch_divisor(mesh, rules))
+  data_corpus = corpus.resolve(config.data.source, config.data.validation_percent)
+  graphdef, state = state_lib.restore_state(config, workdir)
+  data = _data(config, data_corpus, timer)
+  batch_sharding = sharding.batch_sharding(mesh, rules)
+  eval_step = step_lib.jit_eval_step(graphdef, jax.tree.map(lambda x: x.sharding, state.params),
+                                     batch_sharding)
+  with timer("eval"):
+    result = summarize(evaluate(eval_step, state.params, data.eval_batches, batch_sharding))
+  return dict(result, step=int(state.step), split="validation_full",
+              eval_tokens=int(sum(b["weights"].sum() for b in data.eval_batches)),
+              phase_seconds={k: round(v, 2) for k, v in timer.seconds.items()})
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the summary."""
   timer = PhaseTimer()
@@ -78,18 +127,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                jax.process_count())
 
   # ---------------------------------------------------------------- data
-  with timer("corpus"):
-    builder = corpus.build(data_corpus, config.data.data_dir)
-  train_docs, val_docs = builder.as_data_source("train"), builder.as_data_source("validation")
-  with timer("tokenizer"):
-    tok, _ = tokenizer.for_corpus(data_corpus.dir(config.data.data_dir), train_docs, config.data)
-  local_batch = config.train.batch_size // jax.process_count()
-  objective = objectives.make(config, tok)
-  pipeline = dict(tokenizer=tok, objective=objective, batch_size=local_batch, seed=config.seed,
-                  num_threads=config.data.num_threads)
-  train_iter = iter(input_pipeline.make_dataset(train_docs, train=True, **pipeline))
-  with timer("eval_data"):
-    eval_batches = list(input_pipeline.make_dataset(val_docs, train=False, **pipeline))
+  data = _data(config, data_corpus, timer)
+  train_docs, val_docs, tok, objective = data.train_docs, data.val_docs, data.tok, data.objective
+  train_iter = iter(input_pipeline.make_dataset(train_docs, train=True, **data.pipeline))
+  eval_batches = data.eval_batches
   periodic_eval = (eval_batches if config.train.eval_batches < 0
                    else eval_batches[:config.train.eval_batches])
 
@@ -110,16 +151,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                config.model.family, num_params / 1e6, step_flops / 1e9, peak / 1e9, peak_source)
 
   # ---------------------------------------------------------------- restore or initialise
-  # Order: (1) the latest checkpoint in this workdir, (2) a fresh init from the seed.
-  checkpointer = Checkpointer(checkpoint_lib.directory(workdir),
-                              config.train.checkpoint_every, config.train.keep_checkpoints)
-  latest = checkpointer.latest_step()
+  # Order: (1) the newest readable checkpoint in this workdir (onto this mesh,
+  # whatever mesh wrote it), (2) a fresh init from the seed.
+  checkpointer = Checkpointer.for_run(workdir, config)
   with timer("init_or_restore"):
+    latest, state = checkpointer.restore_latest_readable(abstract, shardings, train_iter)
     if latest is None:
       state = state_lib.create_state(model_cfg, tx, config.seed, shardings)
     else:
       logging.info("Resuming from the checkpoint at step %d.", latest)
-      state = checkpointer.restore(latest, abstract, shardings, train_iter)
   start_step = int(state.step)
 
   # ---------------------------------------------------------------- compile
@@ -130,7 +170,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   with timer("compile"):
     train_step = step_lib.jit_train_step(
         graphdef, tx, config.seed, config.model.dropout_rate > 0, shardings, batch_sharding,
-        config.train.microbatches).lower(state, batch_spec).compile()
+        config.train.microbatches, config.train.inject_nan_at_step).lower(
+            state, batch_spec).compile()
     eval_step = step_lib.jit_eval_step(graphdef, shardings.params, batch_sharding).lower(
         state.params, batch_spec).compile()
 
@@ -148,35 +189,43 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return result
 
   initial = run_eval(start_step, periodic_eval) if start_step == 0 else None
-  interval_sums, interval_start = None, time.perf_counter()
-  for step in range(start_step + 1, config.train.num_steps + 1):
-    with timer("train"):
-      batch = sharding.to_global(next(train_iter), batch_sharding)
-      state, metrics = train_step(state, batch)
-      checkpointer.save(step, state, train_iter)
-      interval_sums = add_sums(interval_sums, metrics)
-    if step % config.train.log_every == 0 or step == config.train.num_steps:
-      sums = jax.device_get(interval_sums)  # the only host sync of the interval
-      steps_done = step - (step - 1) // config.train.log_every * config.train.log_every
-      seconds = time.perf_counter() - interval_start
-      tokens_per_sec = steps_done * tokens_per_step / seconds
-      values = dict(summarize(sums), learning_rate=float(lr_schedule(step - 1)),
-                    grad_norm=float(sums["grad_norm"]) / steps_done,
-                    step_time=seconds / steps_done, tokens_per_sec=tokens_per_sec,
-                    mfu=steps_done / seconds * step_flops / (peak * mesh.size))
-      values.pop("accuracy")
-      writer.write(step, "train", values, **context(step))
-      eta = (config.train.num_steps - step) * seconds / steps_done
-      logging.info("step %d/%d: loss %.4f, %.0f tokens/s, %.0f%% MFU, lr %.2e, ETA %dm%02ds",
-                   step, config.train.num_steps, values["loss"], tokens_per_sec,
-                   100 * values["mfu"], values["learning_rate"], eta // 60, eta % 60)
-      interval_sums, interval_start = None, time.perf_counter()
-    if step % config.train.eval_every == 0 and step != config.train.num_steps:
-      run_eval(step, periodic_eval)
-  final_step = int(state.step)
-  if checkpointer.latest_step() != final_step:
-    checkpointer.save(final_step, state, train_iter, force=True)
-  checkpointer.close()
+  interval_sums, interval_steps, interval_start = None, 0, time.perf_counter()
+  sigterm = guards.SigtermFlag()
+  with sigterm.installed(), contextlib.closing(checkpointer):
+    for step in range(start_step + 1, config.train.num_steps + 1):
+      with timer("train"):
+        batch = sharding.to_global(next(train_iter), batch_sharding)
+        state, metrics = train_step(state, batch)
+        interval_sums, interval_steps = add_sums(interval_sums, metrics), interval_steps + 1
+      preempted = sigterm.received or checkpointer.reached_preemption(step)
+      log_now = step % config.train.log_every == 0 or step == config.train.num_steps
+      if log_now or preempted or checkpointer.manager.should_save(step):
+        # A host sync, at most once per log or save interval: nothing non-finite is saved.
+        guards.check_finite(interval_sums, config.train.skip_nonfinite)
+      checkpointer.save(step, state, train_iter, config, force=preempted)
+      if log_now or preempted:
+        sums = jax.device_get(interval_sums)
+        seconds = time.perf_counter() - interval_start
+        tokens_per_sec = interval_steps * tokens_per_step / seconds
+        values = dict(summarize(sums), learning_rate=float(lr_schedule(step - 1)),
+                      grad_norm=float(sums["grad_norm"]) / interval_steps,
+                      nonfinite_steps=int(sums["nonfinite"]),
+                      step_time=seconds / interval_steps, tokens_per_sec=tokens_per_sec,
+                      mfu=interval_steps / seconds * step_flops / (peak * mesh.size))
+        values.pop("accuracy")
+        writer.write(step, "train", values, **context(step))
+        eta = (config.train.num_steps - step) * seconds / interval_steps
+        logging.info("step %d/%d: loss %.4f, %.0f tokens/s, %.0f%% MFU, lr %.2e, ETA %dm%02ds",
+                     step, config.train.num_steps, values["loss"], tokens_per_sec,
+                     100 * values["mfu"], values["learning_rate"], eta // 60, eta % 60)
+        interval_sums, interval_steps, interval_start = None, 0, time.perf_counter()
+      if preempted:
+        raise guards.Preempted(step)
+      if step % config.train.eval_every == 0 and step != config.train.num_steps:
+        run_eval(step, periodic_eval)
+    final_step = int(state.step)
+    if checkpointer.latest_step() != final_step:
+      checkpointer.save(final_step, state, train_iter, config, force=True)
 
   # ---------------------------------------------------------------- final evaluation and samples
   final = run_eval(final_step, eval_batches, split="validation_full")

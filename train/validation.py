@@ -11,7 +11,10 @@ from train import objectives
 
 # Fields that may differ when a workdir is resumed: they change where or how
 # often things are written, not what is computed.
-RESUMABLE_CHANGES = {"data.data_dir", "data.num_threads", "train.log_every"}
+RESUMABLE_CHANGES = {"data.data_dir", "data.num_threads", "train.log_every",
+                     # A run may resume on another mesh: tests/test_sharding.py shows the
+                     # numbers do not depend on the layout.
+                     "mesh.data", "mesh.fsdp", "mesh.tensor"}
 
 
 def validate(config: ml_collections.ConfigDict, batch_divisor: int) -> None:
