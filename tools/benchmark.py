@@ -3,11 +3,18 @@
   python -m tools.benchmark --sections=compile [--json=/tmp/benchmark.json]
 
 Sections:
-  compile  compile time of the full train step (forward, backward, AdamW) for
-           each family at 2 and 24 layers, scanned and unrolled: with scanned
-           layers it should stay flat in depth.
+  compile   compile time of the full train step (forward, backward, AdamW) for
+            each family at 2 and 24 layers, scanned and unrolled: with scanned
+            layers it should stay flat in depth.
+  pipeline  examples/s of the input pipeline (one host, its configured read
+            threads) against examples/s the train step consumes on this
+            machine, for each objective at the tiny and published sizes (on the
+            built-in corpus and its 4096-id tokenizer).
 """
+import importlib
+import itertools
 import json
+import statistics
 import time
 
 import jax
@@ -16,7 +23,7 @@ from absl import app, flags
 
 from configs import common
 from model import FAMILIES, model_config
-from train import optim, sharding
+from train import corpus, input_pipeline, objectives, optim, sharding, tokenizer
 from train import state as state_lib
 from train import step as step_lib
 
@@ -66,7 +73,74 @@ def compile_section() -> list[dict]:
   return rows
 
 
-SECTIONS = {"compile": compile_section}
+def _train_documents(config: ml_collections.ConfigDict):
+  data_corpus = corpus.resolve(config.data.source, config.data.validation_percent)
+  return corpus.build(data_corpus, config.data.data_dir).as_data_source("train")
+
+
+def pipeline_examples_per_second(config, tok, documents, num_batches: int = 40) -> float:
+  """Examples/s one host's pipeline yields, after a warm-up of 5 batches."""
+  dataset = input_pipeline.make_dataset(documents, tok, objective=objectives.make(config, tok),
+                                        batch_size=config.train.batch_size, seed=0, train=True,
+                                        num_threads=config.data.num_threads)
+  it = iter(dataset)
+  for _ in itertools.islice(it, 5):
+    pass
+  start = time.perf_counter()
+  for _ in itertools.islice(it, num_batches):
+    pass
+  return num_batches * config.train.batch_size / (time.perf_counter() - start)
+
+
+def train_step_seconds(config: ml_collections.ConfigDict, batch: dict, steps: int) -> float:
+  """Median wall time of the compiled train step on `batch`, after one warm-up step."""
+  cfg = model_config(config)
+  mesh = sharding.make_mesh(config.mesh)
+  rules = config.sharding.rules
+  tx = optim.make_optimizer(config.optim, config.train.num_steps)
+  _, shardings = state_lib.state_shardings(cfg, tx, mesh, rules)
+  batch_sharding = sharding.batch_sharding(mesh, rules)
+  state = state_lib.create_state(cfg, tx, 0, shardings)
+  step = step_lib.jit_train_step(state_lib.model_graphdef(cfg), tx, 0, False, shardings,
+                                 batch_sharding)
+  batch = sharding.to_global(batch, batch_sharding)
+  times = []
+  for _ in range(steps + 1):
+    start = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  return statistics.median(times[1:])
+
+
+# (config file, rows per timed step): published sizes are timed on 2 rows, as one CPU
+# step of their full batch would take minutes.
+PIPELINE_CONFIGS = (("gpt_tiny", 32), ("gpt_prefixlm_tiny", 32), ("bert_tiny", 32),
+                    ("t5_tiny", 32), ("t5_lm_tiny", 32), ("gpt_small", 2), ("bert_base", 2),
+                    ("t5_base", 2))
+
+
+def pipeline_section() -> list[dict]:
+  rows = []
+  for name, step_rows in PIPELINE_CONFIGS:
+    config = importlib.import_module(f"configs.{name}").get_config()
+    config.data.vocab_size = 4096
+    tok, _ = tokenizer.load_tokenizer(config)
+    documents = _train_documents(config)
+    pipeline_rate = pipeline_examples_per_second(config, tok, documents)
+    config.train.batch_size = step_rows
+    batch = next(iter(input_pipeline.make_dataset(
+        documents, tok, objective=objectives.make(config, tok), batch_size=step_rows, seed=0,
+        train=True)))
+    step_rate = step_rows / train_step_seconds(config, batch, steps=3)
+    rows.append({"config": name, "objective": config.objective,
+                 "pipeline_examples_per_s": round(pipeline_rate, 1),
+                 "step_examples_per_s": round(step_rate, 2),
+                 "pipeline_ahead_x": round(pipeline_rate / step_rate, 1)})
+  return rows
+
+
+SECTIONS = {"compile": compile_section, "pipeline": pipeline_section}
 
 
 def markdown(rows: list[dict]) -> str:
