@@ -57,25 +57,45 @@ class Attention(nnx.Module):
                                  param_dtype)
     self.out_bias = maybe_bias(use_bias, rngs, (dim,), ("embed",), param_dtype)
 
-  def __call__(self, x: jax.Array, kv: jax.Array, mask: jax.Array, *, bias=None,
-               rotary_positions=None, rotary_base: float = 10_000.0) -> jax.Array:
-    """x: [B, T, D] queries; kv: [B, S, D] keys and values (x itself for self-attention).
+  def project_kv(self, kv: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Keys and values of `kv` [B, S, D]: ([B, S, K, H], [B, S, K, H])."""
+    cast = lambda w: w[...].astype(self.dtype)
+    k = add_bias(jnp.einsum("BSD,DKH->BSKH", kv, cast(self.key)), self.key_bias)
+    v = add_bias(jnp.einsum("BSD,DKH->BSKH", kv, cast(self.value)), self.value_bias)
+    return k, v
+
+  def __call__(self, x: jax.Array, kv, mask: jax.Array, *, bias=None, rotary_positions=None,
+               rotary_base: float = 10_000.0, cache: tuple | None = None, cache_slots=None):
+    """x: [B, T, D] queries; kv: [B, S, D] keys and values (x itself for self-attention),
+    or their projections (k, v) computed once by `project_kv` (cross-attention decoding).
 
     mask: [B, 1, T, S] boolean; bias: optional [B, N, T, S] added to the logits;
     rotary_positions: optional ([B, T], [B, S]) positions of queries and keys.
+    cache: for decoding, (key, value) [B, C, K, H]: this call's keys and values are
+    written at `cache_slots` [B, T] and the queries attend over all C slots (mask
+    and bias then end in C); returns (output, updated cache) instead of output.
     """
     cast = lambda w: w[...].astype(self.dtype)
     # [B, T, D] -> [B, T, N, H]; [B, S, D] -> [B, S, K, H]
     q = add_bias(jnp.einsum("BTD,DNH->BTNH", x, cast(self.query)), self.query_bias)
-    k = add_bias(jnp.einsum("BSD,DKH->BSKH", kv, cast(self.key)), self.key_bias)
-    v = add_bias(jnp.einsum("BSD,DKH->BSKH", kv, cast(self.value)), self.value_bias)
+    k, v = kv if isinstance(kv, tuple) else self.project_kv(kv)
     if rotary_positions is not None:
       q = apply_rotary(q, rotary_positions[0], rotary_base)
       k = apply_rotary(k, rotary_positions[1], rotary_base)
+    if cache is not None:
+      k, v = cache = (write_slots(cache[0], k, cache_slots), write_slots(cache[1], v, cache_slots))
     if bias is not None:
       bias = bias.astype(q.dtype)
     # Grouped heads are handled inside: N query heads share K key/value heads.
     # [B, T, N, H]
     out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=self.scale)
     # [B, T, N, H] -> [B, T, D]
-    return add_bias(jnp.einsum("BTNH,NHD->BTD", out, cast(self.out)), self.out_bias)
+    y = add_bias(jnp.einsum("BTNH,NHD->BTD", out, cast(self.out)), self.out_bias)
+    return y if cache is None else (y, cache)
+
+
+def write_slots(cache: jax.Array, new: jax.Array, slots: jax.Array) -> jax.Array:
+  """cache [B, C, ...] with new [B, T, ...] written at slots [B, T] of each row."""
+  rows = jnp.arange(cache.shape[0])[:, None]
+  # [B, T] indices into [B, C]
+  return cache.at[rows, slots].set(new.astype(cache.dtype))

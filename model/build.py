@@ -10,8 +10,10 @@ from model.decoder import Decoder
 from model.encoder import Encoder
 from model.encoder_decoder import EncoderDecoder
 from model.layers import ACTIVATIONS
+from model.lstm import Lstm
 
-FAMILIES = {"encoder": Encoder, "decoder": Decoder, "encoder_decoder": EncoderDecoder}
+FAMILIES = {"encoder": Encoder, "decoder": Decoder, "encoder_decoder": EncoderDecoder,
+            "lstm": Lstm}
 
 
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
@@ -60,7 +62,13 @@ def train_flops_per_row(cfg: ModelConfig, length: int, encoder_length: int = 0) 
   model widths that matter), as in the PaLM and Chinchilla MFU definitions.
   """
   output = 2 * length * cfg.embed_dim * cfg.vocab_size
-  if cfg.family == "decoder":
+  if cfg.family == "lstm":
+    # Per token and layer: the four gates from the input and from the previous
+    # (projected) output, 2 * D * 4F each, and the projection F -> D. The scan
+    # runs them one step at a time but computes every one.
+    d, f = cfg.embed_dim, cfg.mlp_dim
+    forward = cfg.num_layers * 2 * length * (4 * d * f + 4 * d * f + f * d) + output
+  elif cfg.family == "decoder":
     forward = cfg.num_layers * _layer_forward_flops(cfg, length) + output
   elif cfg.family == "encoder":
     mlm_dense = 2 * length * cfg.embed_dim * cfg.embed_dim

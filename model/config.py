@@ -71,6 +71,17 @@ def check(cfg: ModelConfig, families) -> None:
   for field in ("num_kv_heads", "num_decoder_layers", "num_token_types"):
     if getattr(cfg, field) < 0:
       fail(field, "must be >= 0")
+  if not 0.0 <= cfg.dropout_rate < 1.0:
+    fail("dropout_rate", "must be in [0, 1)")
+  if cfg.family != "encoder_decoder" and cfg.num_decoder_layers:
+    fail("num_decoder_layers", "is only for family 'encoder_decoder'")
+  if cfg.family != "encoder" and (cfg.num_token_types or cfg.pooler):
+    fail("num_token_types" if cfg.num_token_types else "pooler", "is only for family 'encoder'")
+  if cfg.family == "lstm":
+    # An LSTM reads embed_dim, mlp_dim (its cell width), num_layers and the
+    # embedding, bias, dropout, dtype, remat and scan settings; the attention and
+    # position settings do not apply to it.
+    return
   if cfg.embed_dim % cfg.num_heads:
     fail("num_heads", f"must divide config.model.embed_dim={cfg.embed_dim}")
   if cfg.num_heads % cfg.kv_heads:
@@ -83,12 +94,6 @@ def check(cfg: ModelConfig, families) -> None:
   if cfg.position == "relative" and (cfg.relative_buckets < 4 or
                                      cfg.relative_max_distance <= cfg.relative_buckets // 4):
     fail("relative_buckets", "needs >= 4 buckets and relative_max_distance > buckets / 4")
-  if not 0.0 <= cfg.dropout_rate < 1.0:
-    fail("dropout_rate", "must be in [0, 1)")
-  if cfg.family != "encoder_decoder" and cfg.num_decoder_layers:
-    fail("num_decoder_layers", "is only for family 'encoder_decoder'")
-  if cfg.family != "encoder" and (cfg.num_token_types or cfg.pooler):
-    fail("num_token_types" if cfg.num_token_types else "pooler", "is only for family 'encoder'")
 
 
 def from_config(config: ml_collections.ConfigDict, families) -> ModelConfig:
@@ -101,7 +106,7 @@ def from_config(config: ml_collections.ConfigDict, families) -> ModelConfig:
                      f"known: {sorted(fields)}")
   cfg = ModelConfig(vocab_size=config.data.vocab_size, **{k: m[k] for k in m.keys()})
   check(cfg, families)
-  if cfg.position == "learned" and cfg.max_length < config.data.seq_len:
+  if cfg.family != "lstm" and cfg.position == "learned" and cfg.max_length < config.data.seq_len:
     raise ValueError(f"config.model.max_length={cfg.max_length} is shorter than "
                      f"config.data.seq_len={config.data.seq_len}; raise max_length")
   return cfg

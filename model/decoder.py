@@ -1,5 +1,6 @@
 """GPT-style decoder: a causal stack over token embeddings, next-token logits."""
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from model.layers import Embed, OutputHead
@@ -21,16 +22,25 @@ class Decoder(nnx.Module):
   OPTIONAL_INPUTS = ("prefix",)  # prefix LM: positions read bidirectionally
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
+    self.cache_shape = (cfg.kv_heads, cfg.head_dim, jnp.dtype(cfg.dtype))
     self.embed = Embed(cfg.vocab_size, cfg.embed_dim, rngs=rngs, **dtypes(cfg))
     self.stack = Stack(cfg, cfg.num_layers, causal=True, cross=False, rngs=rngs)
     self.head = OutputHead(cfg.embed_dim, cfg.vocab_size, tied=cfg.tie_embeddings, rngs=rngs,
                            **dtypes(cfg))
 
   def __call__(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array,
-               prefix: jax.Array | None = None, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+               prefix: jax.Array | None = None, *, rngs: nnx.Rngs | None = None,
+               cache: dict | None = None):
     """Logits [B, T, V] for inputs, positions, segment_ids (and a prefix-LM prefix) [B, T];
-    dropout only if rngs given."""
+    dropout only if rngs given. With a `cache` (see `init_cache`): (logits, cache)."""
     # [B, T] -> [B, T, D]
-    x = self.stack(self.embed(inputs), positions, segment_ids, prefix=prefix, rngs=rngs)
+    out = self.stack(self.embed(inputs), positions, segment_ids, prefix=prefix, rngs=rngs,
+                     cache=cache)
+    x, cache = out if cache is not None else (out, None)
     # [B, T, D] -> [B, T, V]
-    return self.head(x, self.embed)
+    logits = self.head(x, self.embed)
+    return logits if cache is None else (logits, cache)
+
+  def init_cache(self, batch: int, length: int) -> dict:
+    """An empty key/value cache for decoding up to `length` positions per row."""
+    return self.stack.init_cache(batch, length, *self.cache_shape)

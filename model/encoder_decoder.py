@@ -1,6 +1,7 @@
 """T5-style encoder-decoder: a bidirectional encoder, a causal decoder that cross-attends
 to it, one embedding table shared by both."""
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from model.layers import Embed, OutputHead
@@ -28,6 +29,7 @@ class EncoderDecoder(nnx.Module):
   OPTIONAL_INPUTS = ()
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
+    self.cache_shape = (cfg.kv_heads, cfg.head_dim, jnp.dtype(cfg.dtype))
     self.embed = Embed(cfg.vocab_size, cfg.embed_dim, rngs=rngs, **dtypes(cfg))
     self.encoder = Stack(cfg, cfg.num_layers, causal=False, cross=False, rngs=rngs)
     self.decoder = Stack(cfg, cfg.decoder_layers, causal=True, cross=True, rngs=rngs)
@@ -42,15 +44,27 @@ class EncoderDecoder(nnx.Module):
     return self.encoder(self.embed(encoder_inputs), encoder_positions, encoder_segment_ids,
                         rngs=rngs)
 
-  def decode(self, encoded: jax.Array, encoder_segment_ids: jax.Array, inputs: jax.Array,
-             positions: jax.Array, segment_ids: jax.Array, *,
-             rngs: nnx.Rngs | None = None) -> jax.Array:
-    """Logits [B, T, V] of decoder rows [B, T] given the encoder's output [B, S, D]."""
+  def decode(self, encoded: jax.Array | None, encoder_segment_ids: jax.Array, inputs: jax.Array,
+             positions: jax.Array, segment_ids: jax.Array, *, rngs: nnx.Rngs | None = None,
+             cache: dict | None = None):
+    """Logits [B, T, V] of decoder rows [B, T] given the encoder's output [B, S, D].
+
+    With a `cache` from `init_cache` (which holds the encoder's projected keys and
+    values, so `encoded` may be None): (logits, cache).
+    """
     # [B, T] -> [B, T, D]
-    x = self.decoder(self.embed(inputs), positions, segment_ids, encoded=encoded,
-                     encoder_segment_ids=encoder_segment_ids, rngs=rngs)
+    out = self.decoder(self.embed(inputs), positions, segment_ids, encoded=encoded,
+                       encoder_segment_ids=encoder_segment_ids, rngs=rngs, cache=cache)
+    x, cache = out if cache is not None else (out, None)
     # [B, T, D] -> [B, T, V]
-    return self.head(x * self.output_scale, self.embed)
+    logits = self.head(x * self.output_scale, self.embed)
+    return logits if cache is None else (logits, cache)
+
+  def init_cache(self, encoded: jax.Array, length: int) -> dict:
+    """A decoding cache for `length` decoder positions, with cross-attention's keys and
+    values of `encoded` [B, S, D] computed once."""
+    cache = self.decoder.init_cache(encoded.shape[0], length, *self.cache_shape)
+    return cache | self.decoder.cross_cache(encoded)
 
   def __call__(self, encoder_inputs, encoder_positions, encoder_segment_ids, inputs, positions,
                segment_ids, *, rngs: nnx.Rngs | None = None) -> jax.Array:

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from model.attention import Attention, segment_mask
+from model.attention import Attention, segment_mask, write_slots
 from model.layers import NORMS, Mlp
 from model.positions import LearnedPositions, RelativePositionBias, sinusoidal
 
@@ -32,6 +32,7 @@ class Context(NamedTuple):
   rotary_positions: tuple[jax.Array, jax.Array] | None = None  # [B, T] twice
   encoded: jax.Array | None = None  # [B, S, D] encoder output, for cross-attention
   cross_mask: jax.Array | None = None  # [B, 1, T, S]
+  cache_slots: jax.Array | None = None  # [B, T] decoding: cache slots of these tokens
 
 
 def dtypes(cfg) -> dict:
@@ -62,15 +63,32 @@ class Block(nnx.Module):
                    **dtypes(cfg))
     self.dropout = nnx.Dropout(cfg.dropout_rate)
 
-  def __call__(self, x: jax.Array, ctx: Context, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-    # [B, T, D] -> [B, T, D]
-    x = self._residual(x, self.self_attn_norm, lambda h: self.self_attn(
-        h, h, ctx.mask, bias=ctx.bias, rotary_positions=ctx.rotary_positions,
-        rotary_base=self.rotary_base), rngs)
+  def __call__(self, x: jax.Array, ctx: Context, *, rngs: nnx.Rngs | None = None,
+               cache: dict | None = None):
+    """x: [B, T, D] -> [B, T, D]. Decoding passes this layer's `cache` ({"key", "value":
+    [B, C, K, H]}, and "cross_key", "cross_value": [B, S, K, H]) and gets (x, cache) back."""
+    new_cache = {}
+
+    def self_attention(h):
+      out = self.self_attn(h, h, ctx.mask, bias=ctx.bias, rotary_positions=ctx.rotary_positions,
+                           rotary_base=self.rotary_base,
+                           cache=None if cache is None else (cache["key"], cache["value"]),
+                           cache_slots=ctx.cache_slots)
+      if cache is None:
+        return out
+      out, (new_cache["key"], new_cache["value"]) = out
+      return out
+
+    x = self._residual(x, self.self_attn_norm, self_attention, rngs)
     if self.cross_attn is not None:
+      # Decoding projects the encoder output once (Stack.cross_cache), not at every step.
+      kv = ctx.encoded if cache is None else (cache["cross_key"], cache["cross_value"])
       x = self._residual(x, self.cross_attn_norm,
-                         lambda h: self.cross_attn(h, ctx.encoded, ctx.cross_mask), rngs)
-    return self._residual(x, self.mlp_norm, self.mlp, rngs)
+                         lambda h: self.cross_attn(h, kv, ctx.cross_mask), rngs)
+      if cache is not None:
+        new_cache.update(cross_key=cache["cross_key"], cross_value=cache["cross_value"])
+    x = self._residual(x, self.mlp_norm, self.mlp, rngs)
+    return x if cache is None else (x, new_cache)
 
   def _residual(self, x, norm, sublayer, rngs):
     drop = lambda y: self.dropout(y, rngs=rngs, deterministic=rngs is None)
@@ -107,9 +125,15 @@ class Stack(nnx.Module):
 
   def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array, *,
                encoded: jax.Array | None = None, encoder_segment_ids: jax.Array | None = None,
-               prefix: jax.Array | None = None, rngs: nnx.Rngs | None = None) -> jax.Array:
+               prefix: jax.Array | None = None, rngs: nnx.Rngs | None = None,
+               cache: dict | None = None):
     """x: [B, T, D] embeddings; positions, segment_ids: [B, T]; encoded: [B, S, D];
-    prefix: optional [B, T], nonzero where a causal stack attends bidirectionally."""
+    prefix: optional [B, T], nonzero where a causal stack attends bidirectionally.
+
+    Decoding (causal stacks): `cache` from `init_cache`; each row's tokens are
+    written at their positions (slot = position) and attend to every filled
+    slot at or before their own. Returns (hidden states, cache) then.
+    """
     # [B, T, D]
     if self.position == "learned":
       x = x + self.positions(positions)
@@ -118,34 +142,80 @@ class Stack(nnx.Module):
     if self.embed_norm is not None:
       x = self.embed_norm(x)
     x = self.dropout(x, rngs=rngs, deterministic=rngs is None)
+    if cache is None:
+      key_positions, key_segments = positions, segment_ids
+      mask = segment_mask(segment_ids, segment_ids, self.causal, prefix)
+    else:
+      cache = dict(cache, segments=write_slots(cache["segments"], segment_ids, positions))
+      # [B, C]: a slot's position is its index.
+      key_segments = cache["segments"]
+      key_positions = jnp.broadcast_to(jnp.arange(key_segments.shape[1]), key_segments.shape)
+      # [B, 1, T, C]
+      mask = ((segment_ids[:, None, :, None] == key_segments[:, None, None, :]) &
+              (key_positions[:, None, None, :] <= positions[:, None, :, None]))
     ctx = Context(
-        mask=segment_mask(segment_ids, segment_ids, self.causal, prefix),
-        bias=(self.relative_bias(positions, positions)
+        mask=mask,
+        bias=(self.relative_bias(positions, key_positions)
               if self.relative_bias is not None else None),
         rotary_positions=(positions, positions) if self.position == "rotary" else None,
         encoded=encoded,
-        cross_mask=(None if encoded is None
-                    else segment_mask(segment_ids, encoder_segment_ids, causal=False)))
-    x = self._run_layers(x, ctx, None if rngs is None else rngs.dropout())
-    return x if self.final_norm is None else self.final_norm(x)
+        cross_mask=(None if encoder_segment_ids is None
+                    else segment_mask(segment_ids, encoder_segment_ids, causal=False)),
+        cache_slots=None if cache is None else positions)
+    x, cache = self._run_layers(x, ctx, None if rngs is None else rngs.dropout(), cache)
+    x = x if self.final_norm is None else self.final_norm(x)
+    return x if cache is None else (x, cache)
 
-  def _run_layers(self, x, ctx: Context, dropout_key):
-    def apply(block, x, key):
-      return block(x, ctx, rngs=None if key is None else nnx.Rngs(dropout=key))
+  def init_cache(self, batch: int, length: int, num_kv_heads: int, head_dim: int,
+                 dtype) -> dict:
+    """An empty decoding cache of `length` slots per row: keys and values [L, B, C, K, H]
+    and the segment id of each slot [B, C] (0: empty)."""
+    shape = (self.num_layers, batch, length, num_kv_heads, head_dim)
+    return {"key": jnp.zeros(shape, dtype), "value": jnp.zeros(shape, dtype),
+            "segments": jnp.zeros((batch, length), jnp.int32)}
+
+  def cross_cache(self, encoded: jax.Array) -> dict:
+    """Each layer's cross-attention keys and values of the encoder output [B, S, D], once:
+    {"cross_key", "cross_value": [L, B, S, K, H]}."""
+    if self.scan:
+      @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0),
+                transform_metadata={nnx.PARTITION_NAME: "layers"})
+      def project(carry, block):
+        return carry, block.cross_attn.project_kv(encoded)
+      _, (keys, values) = project(None, self.layers)
+    else:
+      keys, values = map(jnp.stack, zip(*(b.cross_attn.project_kv(encoded) for b in self.layers)))
+    return {"cross_key": keys, "cross_value": values}
+
+  def _run_layers(self, x, ctx: Context, dropout_key, cache):
+    """(x, cache) after every layer; per-layer cache entries have a leading layers axis."""
+    def apply(block, x, key, layer_cache):
+      return block(x, ctx, rngs=None if key is None else nnx.Rngs(dropout=key),
+                   cache=layer_cache)
 
     policy = REMAT_POLICIES[self.remat_policy]
     if self.remat_policy != "none":
       apply = nnx.remat(apply, policy=policy)
     keys = None if dropout_key is None else jax.random.split(dropout_key, self.num_layers)
+    layer_cache = None if cache is None else {k: v for k, v in cache.items() if k != "segments"}
     if self.scan:
-      @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=nnx.Carry,
+      @nnx.scan(in_axes=(nnx.Carry, 0, 0, 0), out_axes=(nnx.Carry, 0),
                 transform_metadata={nnx.PARTITION_NAME: "layers"})
-      def body(x, block, key):
-        return apply(block, x, key)
-      return body(x, self.layers, keys)
-    for i, block in enumerate(self.layers):
-      x = apply(block, x, None if keys is None else keys[i])
-    return x
+      def body(x, block, key, per_layer):
+        out = apply(block, x, key, per_layer)
+        return out if per_layer is not None else (out, None)
+      x, new_layers = body(x, self.layers, keys, layer_cache)
+    else:
+      outputs = []
+      for i, block in enumerate(self.layers):
+        per_layer = None if cache is None else {k: v[i] for k, v in layer_cache.items()}
+        out = apply(block, x, None if keys is None else keys[i], per_layer)
+        x, new = out if cache is not None else (out, None)
+        outputs.append(new)
+      new_layers = None if cache is None else jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
+    if cache is None:
+      return x, None
+    return x, dict(new_layers, segments=cache["segments"])
 
 
 def stack_layers(layers: dict) -> dict:

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from model import count_params, model_config, train_flops_per_row
-from model.sampling import sample
+from model import decoding
 from train import corpus, hardware, input_pipeline, objectives, optim, sharding, tokenizer
 from train import unigram
 from train import state as state_lib
@@ -237,10 +237,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.sample.num_prompts > 0 and model_cfg.family == "decoder":
     with timer("samples"):
       prompts = _prompts(val_docs, tok, config.sample.num_prompts, config.sample.prompt_tokens)
-      out = sample(graphdef, jax.device_get(state.params), jnp.asarray(prompts),
-                   jax.random.key(config.sample.seed), new_tokens=config.sample.new_tokens,
-                   temperature=config.sample.temperature)
-      samples = [{"prompt": tok.decode(p), "continuation": tok.decode(o[len(p):])}
+      out = decoding.generate(
+          graphdef, jax.device_get(state.params), jnp.asarray(prompts),
+          jnp.full(len(prompts), prompts.shape[1]), jax.random.key(config.sample.seed),
+          max_new_tokens=config.sample.new_tokens, temperature=config.sample.temperature)
+      samples = [{"prompt": tok.decode(p), "continuation": tok.decode(o)}
                  for p, o in zip(prompts, np.asarray(out))]
   writer.close()
 

@@ -1,0 +1,235 @@
+"""Generation with a key/value cache: greedy, temperature, top-k, top-p and beam search,
+for the decoder and the encoder-decoder; mask filling for the encoder.
+
+Prompts are batched right-padded with their lengths: row b's prompt fills
+positions [0, length_b) and its new tokens follow at length_b, length_b + 1, ...
+Each new token costs one cached step of one position, not a pass over the prefix.
+A row stops at EOS: later tokens are padding. All functions are jitted.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+EOS_ID, PAD_ID = 1, 0  # as train/tokenizer.py
+
+
+def filter_logits(logits: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
+  """logits [B, V] with all but the top_k (0: all) and all beyond the nucleus set to -inf.
+
+  The nucleus is the smallest prefix of tokens sorted by probability whose mass
+  reaches top_p (Holtzman et al. 2020).
+  """
+  if top_k:
+    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+    logits = jnp.where(logits < kth, -jnp.inf, logits)
+  if top_p < 1.0:
+    order = jnp.argsort(-logits, axis=-1)
+    sorted_probs = jnp.take_along_axis(jax.nn.softmax(logits, -1), order, -1)
+    # Keep a token if the mass before it has not reached top_p yet.
+    mass_before = jnp.cumsum(sorted_probs, -1) - sorted_probs
+    keep_sorted = mass_before < top_p
+    keep = jnp.zeros_like(keep_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(
+        keep_sorted)
+    logits = jnp.where(keep, logits, -jnp.inf)
+  return logits
+
+
+def choose(logits: jax.Array, key, temperature: float, top_k: int, top_p: float) -> jax.Array:
+  """Next tokens [B] from logits [B, V]: argmax at temperature 0, else a filtered sample."""
+  if temperature == 0.0:
+    return jnp.argmax(logits, -1)
+  return jax.random.categorical(key, filter_logits(logits / temperature, top_k, top_p))
+
+
+# ---------------------------------------------------------------- per family: prefill and step
+def _decoder_start(model, prompts, lengths, max_new_tokens):
+  """(logits [B, V] for the first new token, cache, positions [B] of the first new token)."""
+  batch, prompt_len = prompts.shape
+  positions = jnp.broadcast_to(jnp.arange(prompt_len), prompts.shape)
+  segments = (positions < lengths[:, None]).astype(jnp.int32)
+  cache = model.init_cache(batch, prompt_len + max_new_tokens)
+  logits, cache = model(prompts, positions, segments, cache=cache)
+  return logits[jnp.arange(batch), lengths - 1], cache, lengths
+
+
+def _decoder_step(model, encoder_segment_ids, tokens, positions, cache):
+  del encoder_segment_ids
+  return model(tokens[:, None], positions[:, None], jnp.ones_like(tokens)[:, None], cache=cache)
+
+
+def _encoder_decoder_start(model, encoder_inputs, encoder_lengths, max_new_tokens):
+  """Encodes once; the decoder starts from PAD at position 0, as in training."""
+  batch, source_len = encoder_inputs.shape
+  positions = jnp.broadcast_to(jnp.arange(source_len), encoder_inputs.shape)
+  segments = (positions < encoder_lengths[:, None]).astype(jnp.int32)
+  encoded = model.encode(encoder_inputs, positions, segments)
+  cache = model.init_cache(encoded, max_new_tokens + 1)
+  start = jnp.full((batch,), PAD_ID, jnp.int32)
+  zeros = jnp.zeros((batch,), jnp.int32)
+  logits, cache = _encoder_decoder_step(model, segments, start, zeros, cache)
+  return logits, cache, zeros + 1, segments
+
+
+def _encoder_decoder_step(model, encoder_segment_ids, tokens, positions, cache):
+  logits, cache = model.decode(None, encoder_segment_ids, tokens[:, None], positions[:, None],
+                               jnp.ones_like(tokens)[:, None], cache=cache)
+  return logits[:, 0], cache
+
+
+def _start(model, inputs, lengths, max_new_tokens):
+  """(first logits, cache, first new positions, encoder segments or None)."""
+  if hasattr(model, "encode"):
+    return _encoder_decoder_start(model, inputs, lengths, max_new_tokens)
+  logits, cache, positions = _decoder_start(model, inputs, lengths, max_new_tokens)
+  return logits, cache, positions, None
+
+
+def _step(graphdef, params, encoder_segment_ids, tokens, positions, cache):
+  """(logits [B, V] after `tokens` [B] at `positions` [B], cache).
+
+  The model is merged here from `params` carried through the loop that calls this:
+  an NNX module (or its variables) must not be closed over across JAX trace levels,
+  which scanned layers would then reject.
+  """
+  model = nnx.merge(graphdef, params)
+  if hasattr(model, "encode"):
+    return _encoder_decoder_step(model, encoder_segment_ids, tokens, positions, cache)
+  logits, cache = _decoder_step(model, None, tokens, positions, cache)
+  return logits[:, 0], cache
+
+
+# ---------------------------------------------------------------- sampling and greedy
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature",
+                                             "top_k", "top_p", "return_logits", "eos_id"))
+def generate(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.Array, key, *,
+             max_new_tokens: int, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+             return_logits: bool = False, eos_id: int = EOS_ID):
+  """New tokens [B, max_new_tokens] (and their logits [B, max_new_tokens, V] if asked).
+
+  inputs [B, P]: the decoder's prompts, or the encoder-decoder's source rows;
+  lengths [B]: how many of each row's P tokens are real.
+  """
+  model = nnx.merge(graphdef, params)
+  logits, cache, positions, encoder_segments = _start(model, inputs, lengths, max_new_tokens)
+  batch = inputs.shape[0]
+
+  def one_token(carry, t):
+    params, logits, cache, done = carry
+    token = choose(logits, jax.random.fold_in(key, t), temperature, top_k, top_p)
+    token = jnp.where(done, PAD_ID, token).astype(jnp.int32)
+    done = done | (token == eos_id)
+    next_logits, cache = _step(graphdef, params, encoder_segments, token, positions + t, cache)
+    return (params, next_logits, cache, done), (token, logits if return_logits else None)
+
+  _, (tokens, all_logits) = jax.lax.scan(
+      one_token, (params, logits, cache, jnp.zeros(batch, bool)), jnp.arange(max_new_tokens))
+  tokens = tokens.T
+  return (tokens, jnp.swapaxes(all_logits, 0, 1)) if return_logits else tokens
+
+
+# ---------------------------------------------------------------- beam search
+def length_penalty(length: jax.Array, alpha: float) -> jax.Array:
+  """GNMT's ((5 + length) / 6) ** alpha (Wu et al. 2016); alpha 0 ranks by raw log-prob."""
+  return ((5.0 + length) / 6.0) ** alpha
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "beam_size",
+                                             "alpha"))
+def beam_search(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.Array, *,
+                max_new_tokens: int, beam_size: int, alpha: float = 0.6):
+  """(best tokens [B, max_new_tokens], their length-penalised scores [B]).
+
+  Keeps the beam_size highest cumulative log-probabilities; a beam that emits
+  EOS stops growing (its later tokens are padding at no cost) and is ranked at
+  the end by score / length_penalty(its length).
+  """
+  model = nnx.merge(graphdef, params)
+  batch, width = inputs.shape[0], beam_size
+  # Every beam starts as a copy of its row: [B, ...] -> [B * W, ...]
+  repeat = lambda x: jnp.repeat(x, width, axis=0)
+  logits, cache, positions, encoder_segments = _start(model, repeat(inputs), repeat(lengths),
+                                                      max_new_tokens)
+  # Only the first copy is live at the start, so the W beams begin distinct.
+  scores = jnp.tile(jnp.array([0.0] + [-jnp.inf] * (width - 1)), batch)
+
+  def one_token(carry, t):
+    params, logits, cache, scores, done, lengths_so_far, tokens = carry
+    vocab = logits.shape[-1]
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+    # A finished beam may only add padding, at no cost.
+    finished = jnp.full((vocab,), -jnp.inf).at[PAD_ID].set(0.0)
+    log_probs = jnp.where(done[:, None], finished, log_probs)
+    # [B * W, V] -> [B, W * V]: the best W continuations of each row.
+    candidates = (scores[:, None] + log_probs).reshape(batch, width * vocab)
+    scores, flat = jax.lax.top_k(candidates, width)
+    parent = (flat // vocab + jnp.arange(batch)[:, None] * width).reshape(-1)
+    token = (flat % vocab).reshape(-1).astype(jnp.int32)
+    scores = scores.reshape(-1)
+    cache = jax.tree.map(lambda x: jnp.take(x, parent, axis=1 if x.ndim == 5 else 0), cache)
+    was_done = done[parent]
+    lengths_so_far = lengths_so_far[parent] + (~was_done)
+    done = was_done | (token == EOS_ID)
+    tokens = tokens[parent].at[:, t].set(token)
+    next_logits, cache = _step(graphdef, params, None if encoder_segments is None else
+                               encoder_segments[parent], token, positions + t, cache)
+    return (params, next_logits, cache, scores, done, lengths_so_far, tokens), None
+
+  init = (params, logits, cache, scores, jnp.zeros(batch * width, bool),
+          jnp.zeros(batch * width, jnp.int32),
+          jnp.zeros((batch * width, max_new_tokens), jnp.int32))
+  (_, _, _, scores, _, lengths_so_far, tokens), _ = jax.lax.scan(one_token, init,
+                                                                jnp.arange(max_new_tokens))
+  final = (scores / length_penalty(lengths_so_far, alpha)).reshape(batch, width)
+  best = jnp.argmax(final, -1)
+  pick = lambda x: x.reshape(batch, width, *x.shape[1:])[jnp.arange(batch), best]
+  return pick(tokens), final[jnp.arange(batch), best]
+
+
+# ---------------------------------------------------------------- reference and the encoder
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens"))
+def greedy_without_cache(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.Array,
+                         *, max_new_tokens: int):
+  """Greedy decoding that reruns the whole sequence for every token: the exact reference
+  for the cache. Returns (tokens [B, N], logits [B, N, V])."""
+  model = nnx.merge(graphdef, params)
+  batch = inputs.shape[0]
+  if hasattr(model, "encode"):
+    source_positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
+    source_segments = (source_positions < lengths[:, None]).astype(jnp.int32)
+    rows = jnp.full((batch, max_new_tokens + 1), PAD_ID, jnp.int32)
+    starts = jnp.zeros(batch, jnp.int32)
+  else:
+    rows = jnp.pad(inputs, ((0, 0), (0, max_new_tokens)))
+    starts = lengths - 1
+  positions = jnp.broadcast_to(jnp.arange(rows.shape[1]), rows.shape)
+
+  def one_token(carry, t):
+    params, rows, done = carry
+    model = nnx.merge(graphdef, params)
+    segments = (positions <= (starts + t)[:, None]).astype(jnp.int32)
+    if hasattr(model, "encode"):
+      all_logits = model(inputs, source_positions, source_segments, rows, positions, segments)
+    else:
+      all_logits = model(rows, positions, segments)
+    logits = all_logits[jnp.arange(batch), starts + t]
+    token = jnp.where(done, PAD_ID, jnp.argmax(logits, -1)).astype(jnp.int32)
+    rows = rows.at[jnp.arange(batch), starts + t + 1].set(token)
+    return (params, rows, done | (token == EOS_ID)), (token, logits)
+
+  _, (tokens, logits) = jax.lax.scan(one_token, (params, rows, jnp.zeros(batch, bool)),
+                                     jnp.arange(max_new_tokens))
+  return tokens.T, jnp.swapaxes(logits, 0, 1)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "top_k"))
+def fill_masks(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.Array, *,
+               top_k: int = 5):
+  """The encoder's top_k candidates at every position: (ids [B, T, k], probabilities)."""
+  model = nnx.merge(graphdef, params)
+  positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
+  segments = (positions < lengths[:, None]).astype(jnp.int32)
+  probs = jax.nn.softmax(model(inputs, positions, segments), -1)
+  top_probs, top_ids = jax.lax.top_k(probs, top_k)
+  return top_ids, top_probs
