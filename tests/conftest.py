@@ -1,5 +1,6 @@
 """Shared fixtures: a small text corpus made from local files, its tokenizer, tiny configs."""
 import importlib
+import json
 import os
 import shutil
 import sysconfig
@@ -71,3 +72,14 @@ def tiny_config(text_dir, data_dir, name="gpt_tiny"):
   c.sample.prompt_tokens = 8
   c.sample.new_tokens = 8
   return c
+
+
+def command_line(name, config, workdir):
+  """Flags that make `python -m train.main` (or a tool) run `config`, loaded from
+  configs/<name>.py, exactly: every leaf field as an override."""
+  flags = [f"--config=configs/{name}.py", f"--workdir={workdir}"]
+  for section, values in json.loads(config.to_json()).items():
+    if not isinstance(values, dict) or section == "sharding":
+      continue
+    flags += [f"--config.{section}.{k}={v}" for k, v in values.items()]
+  return flags

@@ -19,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.conftest import tiny_config
+from tests.conftest import command_line, tiny_config
 from train import guards, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,18 +34,8 @@ def _config(text_dir, data_dir, name):
   return c
 
 
-def _flags(name, config, workdir):
-  """The command line that reproduces `config` (from configs/<name>.py) exactly."""
-  flags = [f"--config=configs/{name}.py", f"--workdir={workdir}"]
-  for section, values in json.loads(config.to_json()).items():
-    if not isinstance(values, dict) or section == "sharding":
-      continue
-    flags += [f"--config.{section}.{k}={v}" for k, v in values.items()]
-  return flags
-
-
 def _start(name, config, workdir, env=None):
-  return subprocess.Popen([sys.executable, "-m", "train.main", *_flags(name, config, workdir)],
+  return subprocess.Popen([sys.executable, "-m", "train.main", *command_line(name, config, workdir)],
                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           env=env)
 
@@ -213,7 +203,7 @@ def test_eval_mode_scores_the_latest_checkpoint_and_changes_nothing(text_dir, da
   workdir = straight_runs["gpt_tiny"]
   snapshot = {p: os.path.getmtime(p) for p in glob.glob(os.path.join(workdir, "**", "*"),
                                                         recursive=True)}
-  command = [sys.executable, "-m", "train.main", *_flags("gpt_tiny", config, workdir),
+  command = [sys.executable, "-m", "train.main", *command_line("gpt_tiny", config, workdir),
              "--mode=eval"]
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
   assert result.returncode == 0, result.stderr[-3000:]

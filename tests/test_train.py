@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_config
+from tests.conftest import command_line, tiny_config
 from train import input_pipeline, objectives, optim, sharding, trainer
 from train import state as state_lib
 from train import step as step_lib
@@ -69,18 +69,7 @@ def _main(*flags, env=None):
 
 
 def _tiny_flags(text_dir, data_dir, workdir):
-  c = tiny_config(text_dir, data_dir)
-  keys = ["data.source", "data.data_dir", "data.validation_percent", "data.vocab_size",
-          "data.tokenizer_sentences", "data.seq_len", "model.max_length", "model.num_layers",
-          "model.embed_dim", "model.num_heads", "model.head_dim", "model.mlp_dim",
-          "train.batch_size", "train.num_steps", "train.log_every", "train.eval_every",
-          "train.eval_batches", "train.checkpoint_every", "optim.warmup_steps",
-          "sample.num_prompts", "sample.prompt_tokens", "sample.new_tokens"]
-  flags = ["--config=configs/gpt_tiny.py", f"--workdir={workdir}"]
-  for key in keys:
-    section, name = key.split(".")
-    flags.append(f"--config.{key}={c[section][name]}")
-  return flags
+  return command_line("gpt_tiny", tiny_config(text_dir, data_dir), workdir)
 
 
 def _snapshot(directory):
