@@ -10,6 +10,9 @@ Sections:
             threads) against examples/s the train step consumes on this
             machine, for each objective at the tiny and published sizes (on the
             built-in corpus and its 4096-id tokenizer).
+  decode    generated tokens/s with the key/value cache and by recomputing the
+            whole sequence per token (greedy, batch 4, 32-token prompts), for the
+            decoder and the encoder-decoder at tiny and published sizes.
 """
 import importlib
 import itertools
@@ -140,7 +143,42 @@ def pipeline_section() -> list[dict]:
   return rows
 
 
-SECTIONS = {"compile": compile_section, "pipeline": pipeline_section}
+def _seconds(fn) -> float:
+  """Wall time of fn() after one untimed call (which compiles)."""
+  jax.block_until_ready(fn())
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - start
+
+
+# (config, new tokens): published sizes generate fewer tokens, as recomputation is slow.
+DECODE_CONFIGS = (("gpt_tiny", 64), ("t5_tiny", 64), ("gpt_small", 16), ("t5_base", 16))
+
+
+def decode_section() -> list[dict]:
+  from flax import nnx
+  from model import build_model, decoding
+  rows = []
+  for name, new_tokens in DECODE_CONFIGS:
+    config = importlib.import_module(f"configs.{name}").get_config()
+    config.model.dtype = "float32"
+    cfg = model_config(config)
+    graphdef, params = nnx.split(build_model(cfg, 0), nnx.Param)
+    inputs = jax.random.randint(jax.random.key(0), (4, 32), 5, 1000)
+    lengths = jax.numpy.full((4,), 32)
+    cached = _seconds(lambda: decoding.generate(graphdef, params, inputs, lengths,
+                                                jax.random.key(0), max_new_tokens=new_tokens))
+    full = _seconds(lambda: decoding.greedy_without_cache(graphdef, params, inputs, lengths,
+                                                          max_new_tokens=new_tokens)[0])
+    tokens = 4 * new_tokens
+    rows.append({"config": name, "new_tokens_per_row": new_tokens,
+                 "cached_tokens_per_s": round(tokens / cached, 1),
+                 "recompute_tokens_per_s": round(tokens / full, 1),
+                 "speedup_x": round(full / cached, 2)})
+  return rows
+
+
+SECTIONS = {"compile": compile_section, "pipeline": pipeline_section, "decode": decode_section}
 
 
 def markdown(rows: list[dict]) -> str:
