@@ -10,6 +10,10 @@ Sections:
             threads) against examples/s the train step consumes on this
             machine, for each objective at the tiny and published sizes (on the
             built-in corpus and its 4096-id tokenizer).
+  step      the train step at one shape for every family (vocab 8192, width 256,
+            4 layers (T5: 4 + 4), 4 heads, MLP 1024, length 256 (T5: 256 in, 64
+            out), batch 8, fp32, AdamW): median step time, tokens/s, model FLOPs
+            per step and MFU against a jitted fp32 matmul measured in this process.
   decode    generated tokens/s with the key/value cache and by recomputing the
             whole sequence per token (greedy, batch 4, 32-token prompts), for the
             decoder and the encoder-decoder at tiny and published sizes.
@@ -178,7 +182,55 @@ def decode_section() -> list[dict]:
   return rows
 
 
-SECTIONS = {"compile": compile_section, "pipeline": pipeline_section, "decode": decode_section}
+STEP_SHAPE = dict(embed_dim=256, num_heads=4, head_dim=64, mlp_dim=1024, num_layers=4)
+STEP_FAMILIES = (("gpt_tiny", 256), ("bert_tiny", 256), ("t5_tiny", 256))
+
+
+def step_section() -> list[dict]:
+  from model import train_flops_per_row
+  from train import hardware
+  peak = hardware.measured_matmul_peak()
+  rows = []
+  for name, seq_len in STEP_FAMILIES:
+    config = importlib.import_module(f"configs.{name}").get_config()
+    config.model.update(STEP_SHAPE)
+    config.model.max_length = seq_len
+    config.data.vocab_size, config.data.seq_len, config.train.batch_size = 8192, seq_len, 8
+    cfg = model_config(config)
+    objective = objectives.make(config)
+    lengths = ((objective.targets_length, seq_len) if cfg.family == "encoder_decoder"
+               else (seq_len, 0))
+    batch = _synthetic_batch(config, objective)
+    seconds = train_step_seconds(config, batch, steps=5)
+    flops = config.train.batch_size * train_flops_per_row(cfg, *lengths)
+    tokens = config.train.batch_size * sum(lengths)
+    rows.append({"config": name, "objective": config.objective,
+                 "step_s": round(seconds, 4), "tokens_per_s": round(tokens / seconds),
+                 "gflops_per_step": round(flops / 1e9, 2),
+                 "mfu_vs_matmul_peak": round(flops / seconds / peak, 3),
+                 "matmul_peak_gflops": round(peak / 1e9, 1)})
+  return rows
+
+
+def _synthetic_batch(config, objective) -> dict:
+  """A batch of the objective over random text ids, one document per row."""
+  import numpy as np
+  from train import noise
+  rng = np.random.default_rng(0)
+  examples = []
+  for i in range(config.train.batch_size):
+    length = objective.raw_length
+    row = {"targets": rng.integers(objectives.FIRST_TEXT_ID, 4000, length).astype(np.int32),
+           "targets_segment_ids": np.ones(length, np.int32),
+           "targets_positions": np.arange(length, dtype=np.int32)}
+    example = objective(row, noise.example_rng(0, i))
+    example["target_bytes"] = (example["weights"] > 0).astype(np.int32) * 3
+    examples.append(example)
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+SECTIONS = {"compile": compile_section, "pipeline": pipeline_section, "step": step_section,
+            "decode": decode_section}
 
 
 def markdown(rows: list[dict]) -> str:
