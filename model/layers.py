@@ -9,11 +9,15 @@ Every parameter is created through `param`, which records its logical axis
 names (one per dimension). train/sharding.py maps those names to mesh axes with
 the rules in the config; model code never names a mesh axis.
 """
+import contextlib
+import contextvars
 from typing import Callable, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import NamedSharding
 
 Initializer = Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]
 INIT = nnx.initializers.normal(0.02)
@@ -27,6 +31,34 @@ ACTIVATIONS = {
     "geglu": (lambda x: jax.nn.gelu(x, approximate=True), True),
     "swiglu": (jax.nn.silu, True),
 }
+
+
+# (mesh, logical-axis rules) while a step is traced by train/step.py; None: no constraints.
+_ACTIVATION_SHARDING = contextvars.ContextVar("activation_sharding", default=None)
+# Hidden states between blocks: rows over the batch's mesh axes, the rest whole.
+# Without this, XLA may follow the weights' FSDP sharding of the model width and
+# all-gather every activation over the global batch.
+HIDDEN_AXES = ("batch", "length", None)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh, rules):
+  """Within this context, `constrain` pins activations to `mesh` by the config's `rules`."""
+  token = _ACTIVATION_SHARDING.set((mesh, tuple(rules)))
+  try:
+    yield
+  finally:
+    _ACTIVATION_SHARDING.reset(token)
+
+
+def constrain(x: jax.Array, names: Sequence[str | None] = HIDDEN_AXES) -> jax.Array:
+  """x laid out by its logical axis `names` under the active rules (unchanged if none)."""
+  active = _ACTIVATION_SHARDING.get()
+  if active is None:
+    return x
+  mesh, rules = active
+  spec = nn.logical_to_mesh_axes(tuple(names), rules)
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
 def param(rngs: nnx.Rngs, init: Initializer, shape: Sequence[int], axes: Sequence[str],

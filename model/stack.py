@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from model.attention import Attention, segment_mask, write_slots
-from model.layers import NORMS, Mlp
+from model.layers import NORMS, Mlp, constrain
 from model.positions import LearnedPositions, RelativePositionBias, sinusoidal
 
 REMAT_POLICIES = {
@@ -141,7 +141,7 @@ class Stack(nnx.Module):
       x = x + sinusoidal(positions, x.shape[-1], x.dtype)
     if self.embed_norm is not None:
       x = self.embed_norm(x)
-    x = self.dropout(x, rngs=rngs, deterministic=rngs is None)
+    x = constrain(self.dropout(x, rngs=rngs, deterministic=rngs is None))
     if cache is None:
       key_positions, key_segments = positions, segment_ids
       mask = segment_mask(segment_ids, segment_ids, self.causal, prefix)
@@ -190,8 +190,9 @@ class Stack(nnx.Module):
   def _run_layers(self, x, ctx: Context, dropout_key, cache):
     """(x, cache) after every layer; per-layer cache entries have a leading layers axis."""
     def apply(block, x, key, layer_cache):
-      return block(x, ctx, rngs=None if key is None else nnx.Rngs(dropout=key),
-                   cache=layer_cache)
+      out = block(x, ctx, rngs=None if key is None else nnx.Rngs(dropout=key),
+                  cache=layer_cache)
+      return constrain(out) if layer_cache is None else (constrain(out[0]), out[1])
 
     policy = REMAT_POLICIES[self.remat_policy]
     if self.remat_policy != "none":

@@ -86,7 +86,7 @@ def run(mesh_sizes: tuple[int, int, int]) -> dict:
   batch_sharding = sharding.batch_sharding(mesh, rules)
   state = state_lib.create_state(cfg, tx, 0, shardings)
   step = step_lib.jit_train_step(state_lib.model_graphdef(cfg), tx, 0, False, shardings,
-                                 batch_sharding, config.train.microbatches)
+                                 batch_sharding, config.train.microbatches, rules=rules)
   full = fixed_batch(config)
   # This host's rows: with the batch over (data, fsdp), host p holds the p-th block.
   rows = BATCH // jax.process_count()

@@ -33,6 +33,7 @@ from model import FAMILIES, model_config
 from train import corpus, input_pipeline, objectives, optim, sharding, tokenizer
 from train import state as state_lib
 from train import step as step_lib
+from tools import aot_compile
 
 _SECTIONS = flags.DEFINE_list("sections", ["compile"], "Which benchmarks to run.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
@@ -41,6 +42,8 @@ _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON f
 def _config(family: str, num_layers: int, scan: bool) -> ml_collections.ConfigDict:
   c = common.base_config()
   c.model.family = family
+  c.objective = {"encoder": "mlm", "decoder": "causal_lm",
+                 "encoder_decoder": "span_corruption"}[family]
   c.model.num_layers, c.model.scan_layers = num_layers, scan
   c.model.embed_dim, c.model.num_heads, c.model.head_dim, c.model.mlp_dim = 256, 4, 64, 1024
   if family == "encoder_decoder":
@@ -57,12 +60,9 @@ def compile_seconds(config: ml_collections.ConfigDict) -> float:
   tx = optim.make_optimizer(config.optim, config.train.num_steps)
   abstract, shardings = state_lib.state_shardings(cfg, tx, mesh, rules)
   batch_sharding = sharding.batch_sharding(mesh, rules)
-  names = FAMILIES[cfg.family].INPUTS + ("targets", "weights", "target_bytes")
-  row = jax.ShapeDtypeStruct((config.train.batch_size, config.data.seq_len), "int32",
-                             sharding=batch_sharding)
-  batch = {name: row for name in names}
+  batch = aot_compile.abstract_batch(config, batch_sharding)
   step = step_lib.jit_train_step(state_lib.model_graphdef(cfg), tx, 0, False, shardings,
-                                 batch_sharding)
+                                 batch_sharding, rules=rules)
   start = time.perf_counter()
   step.lower(abstract, batch).compile()
   return time.perf_counter() - start
@@ -109,7 +109,7 @@ def train_step_seconds(config: ml_collections.ConfigDict, batch: dict, steps: in
   batch_sharding = sharding.batch_sharding(mesh, rules)
   state = state_lib.create_state(cfg, tx, 0, shardings)
   step = step_lib.jit_train_step(state_lib.model_graphdef(cfg), tx, 0, False, shardings,
-                                 batch_sharding)
+                                 batch_sharding, rules=rules)
   batch = sharding.to_global(batch, batch_sharding)
   times = []
   for _ in range(steps + 1):

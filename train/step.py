@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from model.layers import activation_sharding
 from train.state import TrainState
 
 
@@ -90,15 +91,33 @@ def eval_step(params, batch: dict, *, graphdef):
   return metric_sums(params, graphdef, batch)
 
 
+def _with_activation_rules(fn, mesh, rules):
+  """fn traced with the model's activations pinned by `rules` (none if rules is empty)."""
+  if not rules:
+    return fn
+
+  def constrained(*args):
+    with activation_sharding(mesh, rules):
+      return fn(*args)
+  return constrained
+
+
 def jit_train_step(graphdef, tx, seed: int, dropout: bool, state_shardings, batch_sharding,
-                   microbatches: int = 1, nan_step: int = -1):
-  """train_step jitted with explicit shardings; the old state's buffers are donated."""
-  step = functools.partial(train_step, graphdef=graphdef, tx=tx, seed=seed, dropout=dropout,
-                           microbatches=microbatches, nan_step=nan_step)
+                   microbatches: int = 1, nan_step: int = -1, rules=()):
+  """train_step jitted with explicit shardings; the old state's buffers are donated.
+
+  `rules` (config.sharding.rules) also lay out the activations between blocks,
+  which FSDP needs so that each chip computes only its rows.
+  """
+  step = _with_activation_rules(functools.partial(
+      train_step, graphdef=graphdef, tx=tx, seed=seed, dropout=dropout,
+      microbatches=microbatches, nan_step=nan_step), batch_sharding.mesh, rules)
   return jax.jit(step, in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=0)
 
 
-def jit_eval_step(graphdef, param_shardings, batch_sharding):
-  return jax.jit(functools.partial(eval_step, graphdef=graphdef),
+def jit_eval_step(graphdef, param_shardings, batch_sharding, rules=()):
+  step = _with_activation_rules(functools.partial(eval_step, graphdef=graphdef),
+                                batch_sharding.mesh, rules)
+  return jax.jit(step,
                  in_shardings=(param_shardings, batch_sharding))

@@ -103,7 +103,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   data = _data(config, data_corpus, timer)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   eval_step = step_lib.jit_eval_step(graphdef, jax.tree.map(lambda x: x.sharding, state.params),
-                                     batch_sharding)
+                                     batch_sharding, rules=rules)
   with timer("eval"):
     result = summarize(evaluate(eval_step, state.params, data.eval_batches, batch_sharding))
   return dict(result, step=int(state.step), split="validation_full",
@@ -170,10 +170,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   with timer("compile"):
     train_step = step_lib.jit_train_step(
         graphdef, tx, config.seed, config.model.dropout_rate > 0, shardings, batch_sharding,
-        config.train.microbatches, config.train.inject_nan_at_step).lower(
+        config.train.microbatches, config.train.inject_nan_at_step, rules=rules).lower(
             state, batch_spec).compile()
-    eval_step = step_lib.jit_eval_step(graphdef, shardings.params, batch_sharding).lower(
-        state.params, batch_spec).compile()
+    eval_step = step_lib.jit_eval_step(graphdef, shardings.params, batch_sharding,
+                                       rules=rules).lower(state.params, batch_spec).compile()
 
   # ---------------------------------------------------------------- train loop
   writer = MetricsWriter(workdir, config.objective)
