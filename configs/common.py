@@ -90,6 +90,10 @@ def base_config():
   c.data.tokenizer_sentences = 200_000  # lines sampled to train the tokenizer
   c.data.seq_len = 128
   c.data.num_threads = 2  # grain read threads per host
+  # "documents": each host reads its share of the documents (scales to pods);
+  # "rows": every host reads all and keeps its rows, so batches (and losses) are the
+  # same on any number of hosts.
+  c.data.shard_by = "documents"
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 16  # global, across all hosts

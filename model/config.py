@@ -78,9 +78,9 @@ def check(cfg: ModelConfig, families) -> None:
   if cfg.family != "encoder" and (cfg.num_token_types or cfg.pooler):
     fail("num_token_types" if cfg.num_token_types else "pooler", "is only for family 'encoder'")
   if cfg.family == "lstm":
-    # An LSTM reads embed_dim, mlp_dim (its cell width), num_layers and the
-    # embedding, bias, dropout, dtype, remat and scan settings; the attention and
-    # position settings do not apply to it.
+    # An LSTM reads embed_dim, mlp_dim (its cell width), num_layers, norm,
+    # norm_eps and the embedding, bias, dropout, dtype, remat and scan settings;
+    # the attention and position settings do not apply to it.
     return
   if cfg.embed_dim % cfg.num_heads:
     fail("num_heads", f"must divide config.model.embed_dim={cfg.embed_dim}")

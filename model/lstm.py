@@ -8,6 +8,13 @@ language models of Jozefowicz et al. 2016. So every layer maps D -> D like a
 transformer block: layers stack and scan, the output ties to the embedding, and
 the weights shard like an MLP's (F over `mlp`'s mesh axis, D over `embed`'s).
 
+Each layer's input and the last layer's output are normalised (`norm`, pre-norm
+as in GPT-2). Without that, the N(0, 0.02) embedding, which doubles as the tied
+output matrix, feeds the gates inputs ~50x below unit scale and the model sits at
+the unigram loss for its first hundred-odd steps (measured on the built-in
+corpus, lstm_tiny after 150 steps: 3.58 bits/byte plain, 3.35 with the input
+norms alone, 2.99 with both).
+
 The state restarts at zero at each segment start of a packed row, so documents
 never see each other, as the decoder's segment mask ensures for attention.
 
@@ -18,11 +25,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from model.layers import Embed, OutputHead, param
+from model.layers import NORMS, Embed, OutputHead, param
 from model.stack import REMAT_POLICIES, dtypes
 
-# Weights see inputs of unit variance whatever the width (LeCun); the embedding
-# keeps the project's N(0, 0.02) as it doubles as the tied output matrix.
+# LeCun normal (variance 1 / fan-in) keeps the gates' pre-activations O(1) at any
+# width, so the sigmoids and tanh start in their working range; the embedding keeps
+# the project's N(0, 0.02), as it doubles as the tied output matrix.
 KERNEL_INIT = nnx.initializers.lecun_normal()
 
 
@@ -39,11 +47,12 @@ class Gate(nnx.Module):
 
 
 class LstmLayer(nnx.Module):
-  """x_t, (c, h) -> c' = f c + i g, h' = P (o tanh c'), reading [B, T, D], writing [B, T, D]."""
+  """norm(x_t), (c, h) -> c' = f c + i g, h' = P (o tanh c'): [B, T, D] -> [B, T, D]."""
 
-  def __init__(self, dim: int, cells: int, *, use_bias: bool, dropout_rate: float, dtype,
-               param_dtype, rngs: nnx.Rngs):
+  def __init__(self, dim: int, cells: int, *, norm: str, norm_eps: float, use_bias: bool,
+               dropout_rate: float, dtype, param_dtype, rngs: nnx.Rngs):
     self.dtype = dtype
+    self.norm = NORMS[norm](dim, eps=norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     gate = lambda bias_init: Gate(dim, cells, use_bias=use_bias, bias_init=bias_init,
                                   param_dtype=param_dtype, rngs=rngs)
     self.input_gate = gate(0.0)
@@ -58,6 +67,7 @@ class LstmLayer(nnx.Module):
   def __call__(self, x: jax.Array, starts: jax.Array, *,
                rngs: nnx.Rngs | None = None) -> jax.Array:
     """x: [B, T, D]; starts: [B, T] bool, True where the state restarts at zero."""
+    x = self.norm(x)
     gates = (self.input_gate, self.forget_gate, self.cell_gate, self.output_gate)
     # [D, Z, F] each
     w_input = jnp.stack([g.kernel[...] for g in gates], 1).astype(self.dtype)
@@ -108,9 +118,9 @@ class Lstm(nnx.Module):
     self.num_layers, self.scan, self.remat_policy = cfg.num_layers, cfg.scan_layers, cfg.remat
     self.embed = Embed(cfg.vocab_size, cfg.embed_dim, rngs=rngs, **dtypes(cfg))
     self.dropout = nnx.Dropout(cfg.dropout_rate)
-    make = lambda layer_rngs: LstmLayer(cfg.embed_dim, cfg.mlp_dim, use_bias=cfg.use_bias,
-                                        dropout_rate=cfg.dropout_rate, rngs=layer_rngs,
-                                        **dtypes(cfg))
+    make = lambda layer_rngs: LstmLayer(
+        cfg.embed_dim, cfg.mlp_dim, norm=cfg.norm, norm_eps=cfg.norm_eps, use_bias=cfg.use_bias,
+        dropout_rate=cfg.dropout_rate, rngs=layer_rngs, **dtypes(cfg))
     if cfg.scan_layers:
       @nnx.split_rngs(splits=cfg.num_layers)
       @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
@@ -119,6 +129,7 @@ class Lstm(nnx.Module):
       self.layers = make_layers(rngs)
     else:
       self.layers = nnx.List([make(rngs) for _ in range(cfg.num_layers)])
+    self.final_norm = NORMS[cfg.norm](cfg.embed_dim, eps=cfg.norm_eps, rngs=rngs, **dtypes(cfg))
     self.head = OutputHead(cfg.embed_dim, cfg.vocab_size, tied=cfg.tie_embeddings, rngs=rngs,
                            **dtypes(cfg))
 
@@ -130,6 +141,7 @@ class Lstm(nnx.Module):
     # [B, T] -> [B, T, D]
     x = self.dropout(self.embed(inputs), rngs=rngs, deterministic=rngs is None)
     x = self._run_layers(x, starts, None if rngs is None else rngs.dropout())
+    x = self.final_norm(x)
     # [B, T, D] -> [B, T, V]
     return self.head(x, self.embed)
 

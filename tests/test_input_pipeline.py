@@ -97,3 +97,18 @@ def test_restored_iterator_continues_with_the_same_batches(built):
     resumed, _ = _batches(built, 4, state=state)
     _assert_same(resumed, expected)
     assert not np.array_equal(resumed[0]["targets"], _batches(built, 1)[0][0]["targets"])
+
+
+def test_rows_sharding_gives_every_host_its_block_of_the_same_global_batch(built):
+  """With shard_by="rows" the global batch does not depend on the number of hosts."""
+  _, builder, tok = built
+  make = lambda index, count, batch: list(itertools.islice(input_pipeline.make_dataset(
+      builder.as_data_source("train"), tok, objective=objectives.CausalLM(SEQ_LEN),
+      batch_size=batch, seed=0, train=True, shard_index=index, shard_count=count,
+      shard_by="rows"), 3))
+  whole = make(0, 1, BATCH)
+  halves = [make(i, 2, BATCH // 2) for i in range(2)]
+  for step in range(3):
+    for key in whole[step]:
+      np.testing.assert_array_equal(
+          np.concatenate([halves[0][step][key], halves[1][step][key]]), whole[step][key])

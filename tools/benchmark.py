@@ -42,7 +42,7 @@ _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON f
 def _config(family: str, num_layers: int, scan: bool) -> ml_collections.ConfigDict:
   c = common.base_config()
   c.model.family = family
-  c.objective = {"encoder": "mlm", "decoder": "causal_lm",
+  c.objective = {"encoder": "mlm", "decoder": "causal_lm", "lstm": "causal_lm",
                  "encoder_decoder": "span_corruption"}[family]
   c.model.num_layers, c.model.scan_layers = num_layers, scan
   c.model.embed_dim, c.model.num_heads, c.model.head_dim, c.model.mlp_dim = 256, 4, 64, 1024

@@ -1,6 +1,9 @@
 """grain pipeline: documents -> tokens + EOS -> packed rows -> objective -> per-host batches.
 
-Each host reads only its share of the documents (every `shard_count`-th one).
+With `shard_by="documents"` (the default, for pods) each host reads only its
+share of the documents (every `shard_count`-th one). With `shard_by="rows"`
+every host reads the one global stream and keeps its block of rows of each
+global batch: the batches then do not depend on the number of hosts.
 Shuffling is grain's index shuffle seeded from the config (a different order
 each epoch), so the stream depends only on the seed and the position in it,
 and the iterator state can be checkpointed and restored exactly. The
@@ -54,13 +57,27 @@ def _pad_batch(batch_size: int):
   return pad
 
 
+def _host_rows(index: int, count: int):
+  """This host's block of rows of a global batch."""
+  def take(batch):
+    rows = len(batch["targets"]) // count
+    return {k: v[index * rows:(index + 1) * rows] for k, v in batch.items()}
+  return take
+
+
 def make_dataset(source, tokenizer: Tokenizer, *, objective, batch_size: int, seed: int,
                  train: bool, num_threads: int = 2, shard_index: int | None = None,
-                 shard_count: int | None = None) -> grain.IterDataset:
+                 shard_count: int | None = None, shard_by: str = "documents"
+                 ) -> grain.IterDataset:
   """Batches of `batch_size` examples of `objective` (train/objectives.py) for this host
   (shard defaults: this JAX process)."""
-  shard_index = jax.process_index() if shard_index is None else shard_index
-  shard_count = jax.process_count() if shard_count is None else shard_count
+  host_index = jax.process_index() if shard_index is None else shard_index
+  host_count = jax.process_count() if shard_count is None else shard_count
+  # Documents are split between hosts, or every host reads them all ("rows").
+  by_rows = shard_by == "rows"
+  shard_index, shard_count = (0, 1) if by_rows else (host_index, host_count)
+  if by_rows:
+    batch_size *= host_count
   docs = grain.MapDataset.source(source)[shard_index::shard_count]
   if train:
     docs = docs.shuffle(seed=seed).repeat()
@@ -73,4 +90,6 @@ def make_dataset(source, tokenizer: Tokenizer, *, objective, batch_size: int, se
                                                  shard_count))
   examples = examples.map(_TargetBytes(tokenizer.byte_lengths()))
   batches = examples.batch(batch_size, drop_remainder=train)
-  return batches if train else batches.map(_pad_batch(batch_size))
+  if not train:
+    batches = batches.map(_pad_batch(batch_size))
+  return batches.map(_host_rows(host_index, host_count)) if by_rows else batches

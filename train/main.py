@@ -65,6 +65,8 @@ def main(argv):
 def _init_distributed():
   """Joins the other hosts: from the flags if given, else by itself on a Cloud TPU pod."""
   if _COORDINATOR.value:
+    # Hosts without TPUs (CPU tests, clusters of CPUs) exchange collectives over gloo.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   elif glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"):

@@ -174,7 +174,8 @@ def _encoder_decoder_example(inputs: np.ndarray, targets: np.ndarray, inputs_len
 
 NAMES = ("causal_lm", "mlm", "span_corruption", "prefix_lm")
 FAMILY_OBJECTIVES = {"decoder": ("causal_lm", "prefix_lm"), "encoder": ("mlm",),
-                     "encoder_decoder": ("span_corruption", "prefix_lm")}
+                     "encoder_decoder": ("span_corruption", "prefix_lm"),
+                     "lstm": ("causal_lm",)}
 
 
 def make(config: ml_collections.ConfigDict, tokenizer: Tokenizer | None = None):

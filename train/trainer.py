@@ -83,7 +83,7 @@ def _data(config, data_corpus, timer) -> _Data:
   objective = objectives.make(config, tok)
   pipeline = dict(tokenizer=tok, objective=objective,
                   batch_size=config.train.batch_size // jax.process_count(), seed=config.seed,
-                  num_threads=config.data.num_threads)
+                  num_threads=config.data.num_threads, shard_by=config.data.shard_by)
   with timer("eval_data"):
     eval_batches = list(input_pipeline.make_dataset(val_docs, train=False, **pipeline))
   return _Data(train_docs, val_docs, tok, objective, pipeline, eval_batches)

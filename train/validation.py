@@ -29,6 +29,9 @@ def validate(config: ml_collections.ConfigDict, batch_divisor: int) -> None:
                "keep_checkpoints"):
     if t[name] < 1:
       raise ValueError(f"config.train.{name}={t[name]} must be a positive integer")
+  if config.data.shard_by not in ("documents", "rows"):
+    raise ValueError(f"config.data.shard_by={config.data.shard_by!r} is not 'documents' or "
+                     "'rows'")
   if config.data.seq_len < 4:
     raise ValueError(f"config.data.seq_len={config.data.seq_len} must be at least 4")
   n = config.noise
