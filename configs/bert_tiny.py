@@ -11,11 +11,6 @@ def get_config():
   c.model.family = "encoder"
   c.objective = "mlm"
   common.apply_variant(c, encoder.VARIANTS["tiny"])
-  c.data.seq_len = 128
-  c.train.batch_size = 32
-  c.train.num_steps = 400
-  c.train.log_every = 50
-  c.optim.learning_rate = 3e-3
-  c.optim.warmup_steps = 50
+  common.tiny_training(c)
   c.sample.num_prompts = 0  # an encoder does not generate
   return c

@@ -14,10 +14,5 @@ def get_config():
   c.model.num_layers = 2
   c.model.embed_dim = 128  # embedding, and each layer's input and projected output
   c.model.mlp_dim = 352  # LSTM cells per layer: 352 matches gpt_tiny's 1.33M parameters
-  c.data.seq_len = 128
-  c.train.batch_size = 32
-  c.train.num_steps = 400
-  c.train.log_every = 50
-  c.optim.learning_rate = 3e-3
-  c.optim.warmup_steps = 50
+  common.tiny_training(c)
   return c

@@ -11,11 +11,6 @@ def get_config():
   c.model.family = "encoder_decoder"
   c.objective = "span_corruption"
   common.apply_variant(c, encoder_decoder.VARIANTS["tiny"])
-  c.data.seq_len = 128  # encoder inputs; the targets' length follows from the noise settings
-  c.train.batch_size = 32
-  c.train.num_steps = 400
-  c.train.log_every = 50
-  c.optim.learning_rate = 3e-3
-  c.optim.warmup_steps = 50
+  common.tiny_training(c)
   c.sample.num_prompts = 0
   return c
