@@ -80,6 +80,12 @@ def base_config():
   c.model.norm = "layernorm"  # layernorm | rmsnorm
   c.model.norm_position = "pre"  # pre (GPT-2, T5) | post (BERT)
   c.model.norm_eps = 1e-5
+  # Compute each norm's input gradient once instead of inside every consumer (XLA on CPU
+  # fused and so recomputed it; docs/performance.md). Same numbers either way.
+  c.model.norm_grad_barrier = True
+  # einsum: plain einsums, fastest on CPU and TPU (docs/performance.md); jax_nn:
+  # jax.nn.dot_product_attention, which on NVIDIA GPUs can use cuDNN's fused kernel.
+  c.model.attention = "einsum"
   c.model.use_bias = True  # biases in attention, MLP and the MLM head (T5 has none)
   c.model.tie_embeddings = True  # output projection = input embedding
   c.model.scale_attention = True  # 1/sqrt(head_dim) on logits; T5 folds it into the init
@@ -109,6 +115,9 @@ def base_config():
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 16  # global, across all hosts
   c.train.microbatches = 1  # gradient accumulation: the batch runs in this many slices
+  # Logits for this many positions per row at a time, recomputed for the gradient, so no
+  # whole [batch, length, vocab] tensor is kept (0: all at once). Must divide the length.
+  c.train.loss_chunk = 0
   c.train.num_steps = 500
   c.train.log_every = 25
   c.train.eval_every = 100

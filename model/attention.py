@@ -32,6 +32,40 @@ def segment_mask(q_segment_ids: jax.Array, k_segment_ids: jax.Array, causal: boo
   return mask
 
 
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+           bias: jax.Array | None = None, scale: float | None = None) -> jax.Array:
+  """Softmax attention in float32, written as plain einsums for XLA.
+
+  q [B, T, N, H]; k, v [B, S, K, H] with K dividing N (query head n reads
+  key/value head n // (N / K)); mask [B, 1, T, S]; bias [B or 1, N, T, S];
+  scale defaults to 1 / sqrt(H). Returns [B, T, N, H].
+
+  The G = N / K query heads of a key/value head are stacked along the query
+  axis, so every tensor is 4-D (XLA on CPU ran 5-D attention 2x slower), and the
+  output is divided by the softmax's sums after the value product, over
+  [B, T, N, H] instead of [B, N, T, S] (docs/performance.md has the figures).
+  """
+  b, t, n, h = q.shape
+  kv_heads, group = k.shape[2], n // k.shape[2]
+  scale = h ** -0.5 if scale is None else scale
+  # [B, T, N, H] -> [B, K, G * T, H]
+  q = q.reshape(b, t, kv_heads, group, h).transpose(0, 2, 3, 1, 4).reshape(
+      b, kv_heads, group * t, h)
+  # [B, K, G * T, S]
+  logits = jnp.einsum("BKQH,BSKH->BKQS", q, k, preferred_element_type=jnp.float32) * scale
+  if bias is not None:
+    logits += bias.astype(jnp.float32).reshape(bias.shape[0], kv_heads, group * t, -1)
+  logits = jnp.where(jnp.tile(mask, (1, 1, group, 1)), logits, -1e30)
+  peak = jax.lax.stop_gradient(logits.max(-1, keepdims=True))
+  weights = jnp.exp(logits - peak)
+  # [B, K, G * T, H] / [B, K, G * T, 1]
+  out = jnp.einsum("BKQS,BSKH->BKQH", weights.astype(v.dtype), v,
+                   preferred_element_type=jnp.float32) / weights.sum(-1, keepdims=True)
+  # [B, K, G * T, H] -> [B, T, N, H]
+  return out.reshape(b, kv_heads, group, t, h).transpose(0, 3, 1, 2, 4).reshape(
+      b, t, n, h).astype(q.dtype)
+
+
 class Attention(nnx.Module):
   """Queries [D, N, H]; keys and values [D, K, H] with K dividing N; output [N, H, D].
 
@@ -39,10 +73,12 @@ class Attention(nnx.Module):
   """
 
   def __init__(self, dim: int, num_heads: int, num_kv_heads: int, head_dim: int, *,
-               use_bias: bool, scale: bool, dtype, param_dtype, rngs: nnx.Rngs):
+               use_bias: bool, scale: bool, dtype, param_dtype, rngs: nnx.Rngs,
+               implementation: str = "einsum"):
     if num_heads % num_kv_heads:
       raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
     self.dtype = dtype
+    self.implementation = implementation
     # T5 folds 1/sqrt(H) into the initialisation of the queries instead (scale=False).
     self.scale = None if scale else 1.0
     q_axes, kv_axes = ("embed", "heads", "head_dim"), ("embed", "kv_heads", "head_dim")
@@ -84,11 +120,13 @@ class Attention(nnx.Module):
       k = apply_rotary(k, rotary_positions[1], rotary_base)
     if cache is not None:
       k, v = cache = (write_slots(cache[0], k, cache_slots), write_slots(cache[1], v, cache_slots))
-    if bias is not None:
-      bias = bias.astype(q.dtype)
     # Grouped heads are handled inside: N query heads share K key/value heads.
     # [B, T, N, H]
-    out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=self.scale)
+    if self.implementation == "einsum":
+      out = attend(q, k, v, mask, bias, self.scale)
+    else:  # jax.nn's, which takes cuDNN's fused kernel on NVIDIA GPUs where it applies
+      out = jax.nn.dot_product_attention(q, k, v, None if bias is None else bias.astype(q.dtype),
+                                         mask, scale=self.scale)
     # [B, T, N, H] -> [B, T, D]
     y = add_bias(jnp.einsum("BTNH,NHD->BTD", out, cast(self.out)), self.out_bias)
     return y if cache is None else (y, cache)

@@ -53,15 +53,19 @@ def _layer_forward_flops(cfg: ModelConfig, length: int, cross_length: int = 0) -
   return flops
 
 
-def train_flops_per_row(cfg: ModelConfig, length: int, encoder_length: int = 0) -> float:
+def train_flops_per_row(cfg: ModelConfig, length: int, encoder_length: int = 0,
+                        scored: int = 0) -> float:
   """Training FLOPs (forward + backward = 3 x forward) of one packed row.
 
   `length` is the decoder's (or the encoder-only model's) row length;
-  `encoder_length` the encoder row of an encoder-decoder (default: `length`).
+  `encoder_length` the encoder row of an encoder-decoder (default: `length`);
+  `scored` the positions the output head projects (default: all; masked-LM
+  projects only its selected ones, see train/loss.py).
   Norms, biases, softmax and activations are not counted (well under 1% at
   model widths that matter), as in the PaLM and Chinchilla MFU definitions.
   """
-  output = 2 * length * cfg.embed_dim * cfg.vocab_size
+  scored = scored or length
+  output = 2 * scored * cfg.embed_dim * cfg.vocab_size
   if cfg.family == "lstm":
     # Per token and layer: the four gates from the input and from the previous
     # (projected) output, 2 * D * 4F each, and the projection F -> D. The scan
@@ -71,7 +75,7 @@ def train_flops_per_row(cfg: ModelConfig, length: int, encoder_length: int = 0) 
   elif cfg.family == "decoder":
     forward = cfg.num_layers * _layer_forward_flops(cfg, length) + output
   elif cfg.family == "encoder":
-    mlm_dense = 2 * length * cfg.embed_dim * cfg.embed_dim
+    mlm_dense = 2 * scored * cfg.embed_dim * cfg.embed_dim
     forward = cfg.num_layers * _layer_forward_flops(cfg, length) + mlm_dense + output
   else:
     source = encoder_length or length

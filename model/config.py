@@ -10,7 +10,7 @@ from model.stack import REMAT_POLICIES
 DTYPES = ("float32", "bfloat16", "float16")
 CHOICES = {"position": POSITIONS, "norm": tuple(NORMS), "norm_position": ("pre", "post"),
            "activation": tuple(ACTIVATIONS), "remat": tuple(REMAT_POLICIES), "dtype": DTYPES,
-           "param_dtype": DTYPES}
+           "param_dtype": DTYPES, "attention": ("einsum", "jax_nn")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +33,8 @@ class ModelConfig:
   norm: str = "layernorm"
   norm_position: str = "pre"
   norm_eps: float = 1e-5
+  norm_grad_barrier: bool = True
+  attention: str = "einsum"
   activation: str = "gelu"
   use_bias: bool = True
   tie_embeddings: bool = True

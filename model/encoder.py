@@ -53,8 +53,20 @@ class Encoder(nnx.Module):
                token_types: jax.Array | None = None, *,
                rngs: nnx.Rngs | None = None) -> jax.Array:
     """Masked-LM logits [B, T, V]."""
-    x = self.encode(inputs, positions, segment_ids, token_types, rngs=rngs)
-    # [B, T, D] -> [B, T, V]
+    return self.logits(self.hidden(inputs, positions, segment_ids, token_types, rngs=rngs))
+
+  def hidden(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array,
+             token_types: jax.Array | None = None, *,
+             rngs: nnx.Rngs | None = None) -> jax.Array:
+    """The encoder's states [B, T, D] that `logits` turns into masked-LM logits."""
+    return self.encode(inputs, positions, segment_ids, token_types, rngs=rngs)
+
+  def logits(self, x: jax.Array) -> jax.Array:
+    """The MLM head: dense, activation, norm, then the vocabulary projection.
+
+    Pointwise over positions, so it may be given only the positions to score.
+    """
+    # [..., D] -> [..., V]
     x = self.mlm_norm(self.act(self.mlm_dense(x)))
     return add_bias(self.head(x, self.embed), self.head_bias)
 

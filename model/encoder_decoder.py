@@ -56,9 +56,12 @@ class EncoderDecoder(nnx.Module):
     out = self.decoder(self.embed(inputs), positions, segment_ids, encoded=encoded,
                        encoder_segment_ids=encoder_segment_ids, rngs=rngs, cache=cache)
     x, cache = out if cache is not None else (out, None)
-    # [B, T, D] -> [B, T, V]
-    logits = self.head(x * self.output_scale, self.embed)
+    logits = self.logits(x)
     return logits if cache is None else (logits, cache)
+
+  def logits(self, x: jax.Array) -> jax.Array:
+    """Decoder states to vocabulary logits: [..., D] -> [..., V]."""
+    return self.head(x * self.output_scale, self.embed)
 
   def init_cache(self, encoded: jax.Array, length: int) -> dict:
     """A decoding cache for `length` decoder positions, with cross-attention's keys and
@@ -68,5 +71,12 @@ class EncoderDecoder(nnx.Module):
 
   def __call__(self, encoder_inputs, encoder_positions, encoder_segment_ids, inputs, positions,
                segment_ids, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+    return self.logits(self.hidden(encoder_inputs, encoder_positions, encoder_segment_ids,
+                                   inputs, positions, segment_ids, rngs=rngs))
+
+  def hidden(self, encoder_inputs, encoder_positions, encoder_segment_ids, inputs, positions,
+             segment_ids, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+    """The decoder's states [B, T, D] that `logits` projects, for the same inputs as __call__."""
     encoded = self.encode(encoder_inputs, encoder_positions, encoder_segment_ids, rngs=rngs)
-    return self.decode(encoded, encoder_segment_ids, inputs, positions, segment_ids, rngs=rngs)
+    return self.decoder(self.embed(inputs), positions, segment_ids, encoded=encoded,
+                        encoder_segment_ids=encoder_segment_ids, rngs=rngs)

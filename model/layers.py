@@ -93,21 +93,38 @@ class Embed(nnx.Module):
     return jnp.take(self.table[...].astype(self.dtype), ids, axis=0)
 
   def attend(self, x: jax.Array) -> jax.Array:
-    # [B, T, D] -> [B, T, V]
-    return jnp.einsum("BTD,VD->BTV", x, self.table[...].astype(self.dtype))
+    # [..., D] -> [..., V]
+    return jnp.einsum("...D,VD->...V", x, self.table[...].astype(self.dtype))
+
+
+@jax.custom_vjp
+def gradient_barrier(x: jax.Array) -> jax.Array:
+  """Identity whose gradient is computed once and kept, not fused into each consumer.
+
+  A norm's input gradient is a long elementwise chain feeding a weight gradient,
+  an input gradient and the residual; XLA on CPU fused (and so recomputed) the
+  whole chain into each of them: a fifth of the train step (docs/performance.md).
+  """
+  return x
+
+
+gradient_barrier.defvjp(lambda x: (x, None),
+                        lambda _, grad: (jax.lax.optimization_barrier(grad),))
 
 
 class LayerNorm(nnx.Module):
   """LayerNorm with scale and bias, computed in float32 for stability."""
 
-  def __init__(self, dim: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs):
+  def __init__(self, dim: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs,
+               grad_barrier: bool = False):
     self.dtype, self.eps = dtype, eps
+    self.grad_barrier = grad_barrier
     self.scale = param(rngs, nnx.initializers.ones, (dim,), ("embed",), param_dtype)
     self.bias = param(rngs, nnx.initializers.zeros, (dim,), ("embed",), param_dtype)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     # [B, T, D] -> [B, T, D]
-    x32 = x.astype(jnp.float32)
+    x32 = (gradient_barrier(x) if self.grad_barrier else x).astype(jnp.float32)
     mean = x32.mean(-1, keepdims=True)
     var = jnp.square(x32 - mean).mean(-1, keepdims=True)
     y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
@@ -117,13 +134,15 @@ class LayerNorm(nnx.Module):
 class RMSNorm(nnx.Module):
   """Scale by the root mean square, no centring and no bias (T5, LLaMA), in float32."""
 
-  def __init__(self, dim: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs):
+  def __init__(self, dim: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs,
+               grad_barrier: bool = False):
     self.dtype, self.eps = dtype, eps
+    self.grad_barrier = grad_barrier
     self.scale = param(rngs, nnx.initializers.ones, (dim,), ("embed",), param_dtype)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     # [B, T, D] -> [B, T, D]
-    x32 = x.astype(jnp.float32)
+    x32 = (gradient_barrier(x) if self.grad_barrier else x).astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
     return (y * self.scale[...]).astype(self.dtype)
 
@@ -176,7 +195,7 @@ class OutputHead(nnx.Module):
                                           param_dtype)
 
   def __call__(self, x: jax.Array, embed: Embed) -> jax.Array:
-    # [B, T, D] -> [B, T, V]
+    # [..., D] -> [..., V]
     if self.kernel is None:
       return embed.attend(x).astype(jnp.float32)
-    return jnp.einsum("BTD,DV->BTV", x, self.kernel[...].astype(self.dtype)).astype(jnp.float32)
+    return jnp.einsum("...D,DV->...V", x, self.kernel[...].astype(self.dtype)).astype(jnp.float32)

@@ -136,13 +136,20 @@ class Lstm(nnx.Module):
   def __call__(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array, *,
                rngs: nnx.Rngs | None = None) -> jax.Array:
     """Logits [B, T, V] for inputs, positions, segment_ids [B, T]; dropout only if rngs given."""
+    return self.logits(self.hidden(inputs, positions, segment_ids, rngs=rngs))
+
+  def hidden(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array, *,
+             rngs: nnx.Rngs | None = None) -> jax.Array:
+    """The normalised top-layer states [B, T, D] that `logits` projects."""
     del positions
     starts = segment_starts(segment_ids)
     # [B, T] -> [B, T, D]
     x = self.dropout(self.embed(inputs), rngs=rngs, deterministic=rngs is None)
     x = self._run_layers(x, starts, None if rngs is None else rngs.dropout())
-    x = self.final_norm(x)
-    # [B, T, D] -> [B, T, V]
+    return self.final_norm(x)
+
+  def logits(self, x: jax.Array) -> jax.Array:
+    # [..., D] -> [..., V]
     return self.head(x, self.embed)
 
   def _run_layers(self, x, starts, dropout_key):

@@ -40,12 +40,14 @@ def dtypes(cfg) -> dict:
 
 
 def make_norm(cfg, rngs: nnx.Rngs) -> nnx.Module:
-  return NORMS[cfg.norm](cfg.embed_dim, eps=cfg.norm_eps, rngs=rngs, **dtypes(cfg))
+  return NORMS[cfg.norm](cfg.embed_dim, eps=cfg.norm_eps, rngs=rngs,
+                         grad_barrier=cfg.norm_grad_barrier, **dtypes(cfg))
 
 
 def make_attention(cfg, rngs: nnx.Rngs) -> Attention:
   return Attention(cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim,
-                   use_bias=cfg.use_bias, scale=cfg.scale_attention, rngs=rngs, **dtypes(cfg))
+                   use_bias=cfg.use_bias, scale=cfg.scale_attention, rngs=rngs,
+                   implementation=cfg.attention, **dtypes(cfg))
 
 
 class Block(nnx.Module):

@@ -5,6 +5,7 @@ Compiling needs libtpu (`pip install -e ".[tpu]"`); those tests skip without it.
 import importlib
 import importlib.util
 import math
+import re
 import subprocess
 import sys
 
@@ -101,6 +102,41 @@ def test_bad_topology_mesh_or_batch_fail_in_one_line(flags, message):
   assert result.returncode != 0
   assert result.stderr.strip().startswith(message)
   assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@needs_libtpu
+def test_a_step_that_does_not_fit_fails_saying_by_how_much_and_what_to_change():
+  result = run_tool("aot_compile", "--config=configs/gpt_tiny.py", "--topology=v5e:2x2",
+                    "--config.train.batch_size=2048", "--config.data.seq_len=1024",
+                    "--config.model.max_length=1024")
+  assert result.returncode == 1
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+  # The compiler refuses it (44.13 GiB of temporaries with libtpu 0.0.42.1); 4 microbatches
+  # then compile to 12.52 GiB.
+  assert re.fullmatch(
+      r"error: the TPU compiler refused the step: RESOURCE_EXHAUSTED: .*; one chip needs at "
+      r"least [\d.]+ GiB more than the 15.75 GiB usable on TPU v5 lite; try "
+      r"--config.train.microbatches=\d+ \(estimated [\d.]+ GiB\).*", result.stderr.strip())
+
+
+@pytest.mark.parametrize("name, sizes, batch, needed, change", [
+    # Activations dominate, and the compile (say) needed 1.5 x the usable HBM: half the rows
+    # at a time fit.
+    ("small", (4, 1, 1), 2048, 1.5, "--config.train.microbatches=2"),
+    # State: 1.3B parameters with AdamW replicated on each chip, unknown by how much.
+    ("gpt_1b_pod", (4, 1, 1), 16, None,
+     "--config.mesh.data=1 --config.mesh.fsdp=4 --config.mesh.tensor=1"),
+])
+def test_what_to_change_scales_the_plan_to_the_measured_need(name, sizes, batch, needed, change):
+  config = small() if name == "small" else importlib.import_module(f"configs.{name}").get_config()
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = sizes
+  config.train.batch_size = batch
+  topology = aot_compile.parse_topology("v5e:2x2")
+  message = aot_compile.what_to_change(config, topology,
+                                       needed and int(needed * topology.usable_bytes))
+  over = f"{(needed - 1) * 15.75:.2f} GiB more than" if needed else "more than"
+  assert message.startswith(f"one chip needs {over} the 15.75 GiB usable on TPU v5 lite; try "
+                            f"{change} (estimated "), message
 
 
 def test_plan_proposes_the_least_communicating_layout_that_fits():

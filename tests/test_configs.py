@@ -58,3 +58,14 @@ def test_unknown_model_setting_is_named():
   config.model.num_experts = 8
   with pytest.raises(ValueError, match="config.model.num_experts is not a model setting"):
     model_config(config)
+
+
+@pytest.mark.parametrize("name,chunk,scored", [("gpt_tiny", 48, 128), ("bert_tiny", 16, 19)])
+def test_a_loss_chunk_that_does_not_divide_the_scored_positions_is_refused(name, chunk, scored):
+  from train import validation
+  config = load(name)
+  config.train.loss_chunk = chunk
+  with pytest.raises(ValueError, match=f"loss_chunk={chunk} must divide the {scored} positions"):
+    validation.validate(config, batch_divisor=1)
+  config.train.loss_chunk = scored  # a divisor of itself
+  validation.validate(config, batch_divisor=1)

@@ -126,3 +126,29 @@ def test_every_family_and_objective_trains_end_to_end(text_dir, data_dir, tmp_pa
   final = [r for r in records if r["split"] == "validation_full" and "loss" in r][-1]
   assert {"loss", "accuracy", "perplexity", "bits_per_byte"} <= set(final), final
   assert final["objective"] == config.objective
+
+
+def test_nothing_compiles_after_the_first_step(text_dir, data_dir, tmp_path, monkeypatch):
+  """Counts XLA compilations as the loop runs: once step 1 is logged, later steps,
+  evaluations and checkpoint saves compile nothing."""
+  from jax._src import dispatch, monitoring
+  config = tiny_config(text_dir, data_dir)
+  config.train.num_steps, config.train.log_every = 9, 1
+  compiles, at_step = [], {}
+  listener = lambda event, seconds, **kw: compiles.append(event)
+  monitoring.register_event_duration_secs_listener(listener)
+  write = trainer.MetricsWriter.write
+
+  def counting_write(self, step, split, values, **context):
+    if split == "train":
+      at_step[step] = compiles.count(dispatch.BACKEND_COMPILE_EVENT)
+    write(self, step, split, values, **context)
+
+  monkeypatch.setattr(trainer.MetricsWriter, "write", counting_write)
+  try:
+    trainer.train(config, str(tmp_path / "run"))
+  finally:
+    monitoring.unregister_event_duration_listener(listener)
+  assert sorted(at_step) == list(range(1, 10))
+  # Steps 3 and 6 also ran a periodic evaluation, even steps saved a checkpoint.
+  assert at_step[1] > 0 and set(at_step.values()) == {at_step[1]}, at_step

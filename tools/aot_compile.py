@@ -11,6 +11,9 @@ from train/sharding.py, on a mesh of the slice's chips shaped by config.mesh),
 fed an abstract batch of the shapes the config's objective makes. XLA lays out
 every buffer of the SPMD program, so the memory it reports is one chip's; a
 program that cannot fit in HBM fails to compile with the compiler's message.
+Either way, a step that does not fit exits with one line: by how many GiB it
+exceeds the chip's usable HBM, and the mesh layout, microbatches or remat that
+tools/plan's estimates (scaled to what this compile needed) say would fit.
 """
 import dataclasses
 import math
@@ -26,7 +29,7 @@ from absl import app, flags
 from jax.experimental import topologies
 from ml_collections import config_flags
 
-from model import FAMILIES, count_params, model_config, train_flops_per_row
+from model import FAMILIES, count_params, model_config
 from train import cli, hardware, objectives, optim, sharding, validation
 from train import state as state_lib
 from train import step as step_lib
@@ -140,17 +143,10 @@ def topology_devices(topology: Topology) -> list:
   return devices
 
 
-def batch_lengths(config: ml_collections.ConfigDict) -> tuple[int, int]:
-  """(decoder or only-stack row length, encoder row length or 0) of the config's objective."""
-  if config.model.family == "encoder_decoder":
-    return objectives.make(config).targets_length, config.data.seq_len
-  return config.data.seq_len, 0
-
-
 def abstract_batch(config: ml_collections.ConfigDict, batch_sharding) -> dict:
   """A global train batch as shapes: the fields and lengths the objective produces."""
   family = config.model.family
-  length, encoder_length = batch_lengths(config)
+  length, encoder_length = objectives.row_lengths(config)
   names = FAMILIES[family].INPUTS + ("targets", "weights", "target_bytes")
   if family == "decoder" and config.objective == "prefix_lm":
     names += ("prefix",)
@@ -194,14 +190,27 @@ def compile_step(config: ml_collections.ConfigDict, mesh):
   batch_sharding = sharding.batch_sharding(mesh, rules)
   step = step_lib.jit_train_step(state_lib.model_graphdef(cfg), tx, config.seed,
                                  config.model.dropout_rate > 0, shardings, batch_sharding,
-                                 config.train.microbatches, rules=rules)
+                                 config.train.microbatches, rules=rules,
+                                 scoring=step_lib.scoring(config))
   start = time.perf_counter()
   try:
     compiled = step.lower(abstract, abstract_batch(config, batch_sharding)).compile()
   except RuntimeError as e:  # XLA's own verdict, e.g. RESOURCE_EXHAUSTED: out of HBM
-    raise ValueError("the TPU compiler refused the step: "
-                     f"{str(e).strip().splitlines()[0]}") from None
+    message = str(e).strip().splitlines()[0]
+    error = OutOfHbm if "RESOURCE_EXHAUSTED" in message else ValueError
+    raise error(f"the TPU compiler refused the step: {message}") from None
   return compiled, time.perf_counter() - start
+
+
+class OutOfHbm(ValueError):
+  """The TPU compiler's verdict that the step cannot fit in one chip's HBM."""
+
+  @property
+  def needed_bytes(self) -> int | None:
+    """What the compiler says the step needs at least (libtpu 0.0.42.1: "... the total memory
+    required for HLO temporaries (24.08G) exceeds available HBM (15.75G)"), if it says."""
+    match = re.search(r"\(([\d.]+)G\) exceeds available HBM", str(self))
+    return int(float(match[1]) * GiB) if match else None
 
 
 def compiled_flops(compiled) -> float:
@@ -248,7 +257,7 @@ class Report:
   code: int
   compiled_flops: float  # as XLA counts them: a scanned layer once
   counted_flops: float | None  # every layer counted; None if scanned and not counted
-  model_flops: float  # train_flops_per_row x rows, over the chips
+  model_flops: float  # step_lib.model_flops_per_step, over the chips
   compile_seconds: float
 
   @property
@@ -277,8 +286,7 @@ def measure(config: ml_collections.ConfigDict, topology: Topology, devices=None,
   if config.model.scan_layers:
     counted = layer_counted_flops(config, mesh) if count_layers else None
   cfg = model_config(config)
-  model_flops = (train_flops_per_row(cfg, *batch_lengths(config)) * config.train.batch_size /
-                 topology.chips)
+  model_flops = step_lib.model_flops_per_step(config) / topology.chips
   return Report(topology=topology, mesh=dict(mesh.shape), num_params=count_params(cfg),
                 arguments=memory.argument_size_in_bytes, outputs=memory.output_size_in_bytes,
                 aliased=memory.alias_size_in_bytes, temporaries=memory.temp_size_in_bytes,
@@ -301,7 +309,7 @@ def format_report(r: Report) -> str:
   lines.append(f"  {'total':<32}{gib(r.total)}  ({100 * r.total / t.usable_bytes:.0f}% of "
                f"{t.spec.usable_gib:g} GiB usable: {verdict})")
   lines.append(f"per-chip FLOPs per step: model {r.model_flops:.4g} "
-               "(train_flops_per_row x batch / chips)")
+               "(the model's count for the batch / chips)")
   if r.counted_flops is None or r.counted_flops != r.compiled_flops:
     if r.counted_flops is not None:
       lines.append(f"  compiled, every layer counted  {r.counted_flops:.4g}  "
@@ -336,18 +344,44 @@ def quiet_libtpu(topology: Topology) -> None:
   jax.config.update("jax_platforms", os.environ["JAX_PLATFORMS"])
 
 
+def what_to_change(config: ml_collections.ConfigDict, topology: Topology,
+                   needed: int | None, at_least: bool = False) -> str:
+  """How far the step overflows one chip's usable HBM, and the changes tools/plan estimates fit.
+
+  The estimates are scaled by `needed` (the bytes the compile asked for; `at_least`: a
+  lower bound, as in the compiler's refusal) over the estimate for config's own layout,
+  so that the estimates' error for this model cancels.
+  """
+  from tools import plan  # here, not at the top: tools/plan imports this module
+  sizes = sharding.mesh_shape(config.mesh, topology.chips)
+  own = plan.estimate(config, sizes).total
+  if needed:
+    over = f"{'at least ' * at_least}{(needed - topology.usable_bytes) / GiB:.2f} GiB more than"
+  else:  # known only to need more than there is, and at least the estimate
+    over, needed = "more than", max(topology.usable_bytes + 1, own)
+  changes = plan.changes_that_fit(config, topology, sizes, needed / own if own else 1.0)
+  fixes = ("try " + ", or ".join(changes) if changes else
+           f"no single change is estimated to fit: {plan.NOTHING_FITS}, or several together")
+  return (f"one chip needs {over} the {topology.spec.usable_gib:g} GiB usable on "
+          f"{topology.spec.device_kind}; {fixes} (python -m tools.plan compares every layout)")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = flags.FLAGS.config
   try:
     topology = parse_topology(flags.FLAGS.topology)
     quiet_libtpu(topology)
-    report = measure(flags.FLAGS.config, topology, count_layers=flags.FLAGS.count_layers)
+    report = measure(config, topology, count_layers=flags.FLAGS.count_layers)
+  except OutOfHbm as e:
+    sys.exit(f"error: {str(e).rstrip('.')}; "
+             f"{what_to_change(config, topology, e.needed_bytes, at_least=True)}")
   except ValueError as e:
     sys.exit(f"error: {e}")
   print(format_report(report))
   if not report.fits:
-    sys.exit(1)
+    sys.exit(f"error: the step does not fit: {what_to_change(config, topology, report.total)}")
 
 
 if __name__ == "__main__":

@@ -1,92 +1,179 @@
 """Benchmarks measured side by side in one process, printed as Markdown tables.
 
-  python -m tools.benchmark --sections=compile [--json=/tmp/benchmark.json]
+  python -m tools.benchmark [--sections=step,variants,decode,compile]
+      [--configs=configs/my_experiment.py,...] [--json=/tmp/benchmark.json]
 
-Sections:
-  compile   compile time of the full train step (forward, backward, AdamW) for
-            each family at 2 and 24 layers, scanned and unrolled: with scanned
-            layers it should stay flat in depth.
-  pipeline  examples/s of the input pipeline (one host, its configured read
-            threads) against examples/s the train step consumes on this
-            machine, for each objective at the tiny and published sizes (on the
-            built-in corpus and its 4096-id tokenizer).
-  step      the train step at one shape for every family (vocab 8192, width 256,
-            4 layers (T5: 4 + 4), 4 heads, MLP 1024, length 256 (T5: 256 in, 64
-            out), batch 8, fp32, AdamW): median step time, tokens/s, model FLOPs
-            per step and MFU against a jitted fp32 matmul measured in this process.
+Sections (the default runs all four in about 10 minutes on a 2-core CPU):
+  step      the full jitted train step (forward, backward, AdamW) of each family
+            and its default objective: at the reference shape (vocab 8192, width
+            256, 4 layers (T5: 4 + 4), 4 heads, MLP 1024, length 256 (T5: 256 in,
+            64 out), batch 8), at the tiny configs, at the small/base configs
+            (batch 2 on CPU), and at any --configs. Median step time after a
+            warm-up, tokens/s, model FLOPs per step (the model's own count), MFU
+            against the peak (a jitted fp32 matmul measured in this process on
+            CPU; the published bf16 peak on TPU/GPU), compile time, the step's
+            memory as XLA lays it out, and the input pipeline's examples/s next
+            to what the step consumes. On CPU every model computes in fp32.
+  variants  each optimisation of the step, on and off, timed in turns in one run at
+            the reference shape: the ratio is the speedup it buys.
   decode    generated tokens/s with the key/value cache and by recomputing the
-            whole sequence per token (greedy, batch 4, 32-token prompts), for the
-            decoder and the encoder-decoder at tiny and published sizes.
+            whole sequence per token (greedy, batch 4, 32-token prompts).
+  compile   compile time of the train step at 2 and 24 scanned layers per family
+            (--compile_unrolled: unrolled too, which grows with depth).
+  pipeline  the input pipeline alone for every objective at the tiny and published
+            sizes (the step section shows it for the configs it times).
 """
+import contextlib
+import dataclasses
 import importlib
+import importlib.util
 import itertools
 import json
+import resource
 import statistics
+import sys
 import time
+from unittest import mock
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
+import optax
 from absl import app, flags
 
 from configs import common
 from model import FAMILIES, model_config
-from train import corpus, input_pipeline, objectives, optim, sharding, tokenizer
+from train import corpus, hardware, input_pipeline, loss, noise, objectives, optim, sharding
 from train import state as state_lib
 from train import step as step_lib
+from train import tokenizer
 from tools import aot_compile
 
-_SECTIONS = flags.DEFINE_list("sections", ["compile"], "Which benchmarks to run.")
-_JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+MiB = 2**20
+REFERENCE_SHAPE = dict(embed_dim=256, num_heads=4, head_dim=64, mlp_dim=1024, num_layers=4,
+                       max_length=256)
+REFERENCE = (("gpt_tiny", "gpt"), ("bert_tiny", "bert"), ("t5_tiny", "t5"))
+TINY = ("gpt_tiny", "bert_tiny", "t5_tiny", "lstm_tiny")
+SMALL = ("gpt_small", "bert_base", "t5_base")
+SMALL_BATCH = 2  # rows per step of the published sizes on CPU
 
 
-def _config(family: str, num_layers: int, scan: bool) -> ml_collections.ConfigDict:
-  c = common.base_config()
-  c.model.family = family
-  c.objective = {"encoder": "mlm", "decoder": "causal_lm", "lstm": "causal_lm",
-                 "encoder_decoder": "span_corruption"}[family]
-  c.model.num_layers, c.model.scan_layers = num_layers, scan
-  c.model.embed_dim, c.model.num_heads, c.model.head_dim, c.model.mlp_dim = 256, 4, 64, 1024
-  if family == "encoder_decoder":
-    c.model.position = "relative"
-  c.data.vocab_size, c.data.seq_len, c.train.batch_size = 8192, 256, 8
-  return c
+def load_config(name_or_path: str) -> ml_collections.ConfigDict:
+  """A config by module name under configs/ (gpt_tiny) or by file path."""
+  if not name_or_path.endswith(".py"):
+    return importlib.import_module(f"configs.{name_or_path}").get_config()
+  spec = importlib.util.spec_from_file_location("benchmark_config", name_or_path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
-def compile_seconds(config: ml_collections.ConfigDict) -> float:
-  """Wall time to lower and compile the jitted train step on the local devices."""
+def reference_config(name: str) -> ml_collections.ConfigDict:
+  """The tiny config of a family at the reference shape."""
+  config = load_config(name)
+  config.model.update(REFERENCE_SHAPE)
+  config.data.vocab_size, config.data.seq_len, config.train.batch_size = 8192, 256, 8
+  return config
+
+
+def for_this_machine(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """fp32 compute on CPU, whose peak is an fp32 matmul; one host, the local devices."""
+  if jax.devices()[0].platform == "cpu":
+    config.model.dtype = "float32"
+  return config
+
+
+def synthetic_batch(config: ml_collections.ConfigDict) -> dict:
+  """A global batch of the objective over random text ids, one document per row."""
+  objective = objectives.make(config)
+  rng = np.random.default_rng(0)
+  top = min(config.data.vocab_size - objectives.NUM_SENTINELS, 30_000)
+  examples = []
+  for i in range(config.train.batch_size):
+    length = objective.raw_length
+    row = {"targets": rng.integers(objectives.FIRST_TEXT_ID, top, length).astype(np.int32),
+           "targets_segment_ids": np.ones(length, np.int32),
+           "targets_positions": np.arange(length, dtype=np.int32)}
+    example = objective(row, noise.example_rng(0, i))
+    example["target_bytes"] = (example["weights"] > 0).astype(np.int32) * 3
+    examples.append(example)
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+@dataclasses.dataclass
+class CompiledStep:
+  """A compiled train step with its state and batch, ready to be timed."""
+  step: object
+  state: object
+  batch: dict
+  compile_seconds: float
+  memory_bytes: int
+  loss: float = float("nan")  # of the warm-up step
+
+  def run(self) -> float:
+    """One step, returning its wall time."""
+    start = time.perf_counter()
+    self.state, metrics = self.step(self.state, self.batch)
+    jax.block_until_ready(metrics)
+    return time.perf_counter() - start
+
+
+def jitted_step(config: ml_collections.ConfigDict, scoring: dict | None = None):
+  """(jitted train step, its optimizer, abstract state, state shardings, batch sharding) of
+  `config` on the local devices. scoring: overrides of step_lib.scoring(config)."""
   cfg = model_config(config)
   mesh = sharding.make_mesh(config.mesh)
   rules = config.sharding.rules
   tx = optim.make_optimizer(config.optim, config.train.num_steps)
   abstract, shardings = state_lib.state_shardings(cfg, tx, mesh, rules)
   batch_sharding = sharding.batch_sharding(mesh, rules)
-  batch = aot_compile.abstract_batch(config, batch_sharding)
-  step = step_lib.jit_train_step(state_lib.model_graphdef(cfg), tx, 0, False, shardings,
-                                 batch_sharding, rules=rules)
+  jitted = step_lib.jit_train_step(state_lib.model_graphdef(cfg), tx, 0, False, shardings,
+                                   batch_sharding, rules=rules,
+                                   scoring=dict(step_lib.scoring(config), **(scoring or {})))
+  return jitted, tx, abstract, shardings, batch_sharding
+
+
+def compile_step(config: ml_collections.ConfigDict, batch: dict, *,
+                 scoring: dict | None = None, patches=()) -> CompiledStep:
+  """The train step of `config` compiled for `batch` and run once (the warm-up).
+
+  scoring: overrides of step_lib.scoring(config); patches: context managers active
+  while the step is traced (to swap in a reference implementation).
+  """
+  jitted, tx, _, shardings, batch_sharding = jitted_step(config, scoring)
+  state = state_lib.create_state(model_config(config), tx, 0, shardings)
+  batch = sharding.to_global(batch, batch_sharding)
   start = time.perf_counter()
-  step.lower(abstract, batch).compile()
-  return time.perf_counter() - start
+  with contextlib.ExitStack() as stack:
+    for patch in patches:
+      stack.enter_context(patch)
+    compiled = jitted.lower(state, batch).compile()
+  seconds = time.perf_counter() - start
+  m = compiled.memory_analysis()
+  memory = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes +
+            m.temp_size_in_bytes)
+  timed = CompiledStep(compiled, state, batch, seconds, memory)
+  timed.state, metrics = compiled(state, batch)
+  timed.loss = float(metrics["loss"])
+  return timed
 
 
-def compile_section() -> list[dict]:
-  rows = []
-  for family in FAMILIES:
-    for scan in (True, False):
-      seconds = {depth: compile_seconds(_config(family, depth, scan)) for depth in (2, 24)}
-      rows.append({"family": family, "layers": "scanned" if scan else "unrolled",
-                   "compile_s_2_layers": round(seconds[2], 2),
-                   "compile_s_24_layers": round(seconds[24], 2),
-                   "ratio_24_to_2": round(seconds[24] / seconds[2], 2)})
-  return rows
+def time_in_turns(steps: dict[str, CompiledStep], rounds: int) -> dict[str, float]:
+  """Median step seconds of each, timed one step each in turn, so that the machine's load
+  at any moment weighs on all of them alike."""
+  times = {name: [] for name in steps}
+  for _ in range(rounds):
+    for name, timed in steps.items():
+      times[name].append(timed.run())
+  return {name: statistics.median(t) for name, t in times.items()}
 
 
-def _train_documents(config: ml_collections.ConfigDict):
-  data_corpus = corpus.resolve(config.data.source, config.data.validation_percent)
-  return corpus.build(data_corpus, config.data.data_dir).as_data_source("train")
+# ---------------------------------------------------------------------------- step
 
 
-def pipeline_examples_per_second(config, tok, documents, num_batches: int = 40) -> float:
-  """Examples/s one host's pipeline yields, after a warm-up of 5 batches."""
+def pipeline_examples_per_second(config, tok, documents, num_batches: int = 20) -> float:
+  """Examples/s one host's input pipeline yields on its own, after 5 warm-up batches."""
   dataset = input_pipeline.make_dataset(documents, tok, objective=objectives.make(config, tok),
                                         batch_size=config.train.batch_size, seed=0, train=True,
                                         num_threads=config.data.num_threads)
@@ -99,52 +186,138 @@ def pipeline_examples_per_second(config, tok, documents, num_batches: int = 40) 
   return num_batches * config.train.batch_size / (time.perf_counter() - start)
 
 
-def train_step_seconds(config: ml_collections.ConfigDict, batch: dict, steps: int) -> float:
-  """Median wall time of the compiled train step on `batch`, after one warm-up step."""
-  cfg = model_config(config)
-  mesh = sharding.make_mesh(config.mesh)
-  rules = config.sharding.rules
-  tx = optim.make_optimizer(config.optim, config.train.num_steps)
-  _, shardings = state_lib.state_shardings(cfg, tx, mesh, rules)
-  batch_sharding = sharding.batch_sharding(mesh, rules)
-  state = state_lib.create_state(cfg, tx, 0, shardings)
-  step = step_lib.jit_train_step(state_lib.model_graphdef(cfg), tx, 0, False, shardings,
-                                 batch_sharding, rules=rules)
-  batch = sharding.to_global(batch, batch_sharding)
-  times = []
-  for _ in range(steps + 1):
-    start = time.perf_counter()
-    state, metrics = step(state, batch)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
-  return statistics.median(times[1:])
+def _pipeline_rate(config: ml_collections.ConfigDict) -> float:
+  """The input pipeline's examples/s for `config`'s objective and batch on the built-in
+  corpus (its 4096-id tokenizer: the rate does not depend on the vocabulary)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.data.vocab_size = 4096
+  tok, _ = tokenizer.load_tokenizer(config)
+  data_corpus = corpus.resolve(config.data.source, config.data.validation_percent)
+  documents = corpus.build(data_corpus, config.data.data_dir).as_data_source("train")
+  return pipeline_examples_per_second(config, tok, documents)
 
 
-# (config file, rows per timed step): published sizes are timed on 2 rows, as one CPU
-# step of their full batch would take minutes.
-PIPELINE_CONFIGS = (("gpt_tiny", 32), ("gpt_prefixlm_tiny", 32), ("bert_tiny", 32),
-                    ("t5_tiny", 32), ("t5_lm_tiny", 32), ("gpt_small", 2), ("bert_base", 2),
-                    ("t5_base", 2))
+def step_row(label: str, config: ml_collections.ConfigDict, peak: float, *, pipeline: bool,
+             steps: int) -> dict:
+  timed = compile_step(config, synthetic_batch(config))
+  seconds = time_in_turns({label: timed}, steps)[label]
+  flops = step_lib.model_flops_per_step(config)
+  rows_per_s = config.train.batch_size / seconds
+  row = {"config": label, "objective": config.objective,
+         "batch": f"{config.train.batch_size}x{'+'.join(map(str, lengths(config)))}",
+         "step_s": round(seconds, 4),
+         "tokens_per_s": round(config.train.batch_size * sum(lengths(config)) / seconds),
+         "gflops_per_step": round(flops / 1e9, 2), "mfu": round(flops / seconds / peak, 3),
+         "compile_s": round(timed.compile_seconds, 1),
+         "step_memory_mib": round(timed.memory_bytes / MiB),
+         "pipeline_ahead_x": None}
+  if pipeline:
+    row["pipeline_ahead_x"] = round(_pipeline_rate(config) / rows_per_s, 1)
+  return row
 
 
-def pipeline_section() -> list[dict]:
-  rows = []
-  for name, step_rows in PIPELINE_CONFIGS:
-    config = importlib.import_module(f"configs.{name}").get_config()
-    config.data.vocab_size = 4096
-    tok, _ = tokenizer.load_tokenizer(config)
-    documents = _train_documents(config)
-    pipeline_rate = pipeline_examples_per_second(config, tok, documents)
-    config.train.batch_size = step_rows
-    batch = next(iter(input_pipeline.make_dataset(
-        documents, tok, objective=objectives.make(config, tok), batch_size=step_rows, seed=0,
-        train=True)))
-    step_rate = step_rows / train_step_seconds(config, batch, steps=3)
-    rows.append({"config": name, "objective": config.objective,
-                 "pipeline_examples_per_s": round(pipeline_rate, 1),
-                 "step_examples_per_s": round(step_rate, 2),
-                 "pipeline_ahead_x": round(pipeline_rate / step_rate, 1)})
+def lengths(config) -> tuple[int, ...]:
+  """The row lengths of a batch: (length,), or (targets, inputs) for an encoder-decoder."""
+  return tuple(n for n in objectives.row_lengths(config) if n)
+
+
+def step_section() -> list[dict]:
+  peak, source = hardware.peak_flops_per_device()
+  peak *= jax.local_device_count()
+  print(f"peak: {peak / 1e9:.1f} GFLOP/s ({source})", file=sys.stderr)
+  steps = flags.FLAGS.steps
+  rows = [step_row(f"{label} (reference shape)", for_this_machine(reference_config(name)), peak,
+                   pipeline=False, steps=steps) for name, label in REFERENCE]
+  rows += [step_row(name, for_this_machine(load_config(name)), peak, pipeline=True, steps=steps)
+           for name in TINY]
+  for name in SMALL:
+    config = for_this_machine(load_config(name))
+    if jax.devices()[0].platform == "cpu":
+      config.train.batch_size = SMALL_BATCH
+    rows.append(step_row(name, config, peak, pipeline=True, steps=min(steps, 3)))
+  rows += [step_row(path, for_this_machine(load_config(path)), peak, pipeline=False, steps=steps)
+           for path in flags.FLAGS.configs]
+  for row in rows:
+    row["peak_gflops"] = round(peak / 1e9, 1)
   return rows
+
+
+# ---------------------------------------------------------------------------- variants
+
+
+def _textbook_block_sums(logits_fn, hidden, targets, weights):
+  """The loss as first written: optax's cross-entropy and a separate argmax for accuracy."""
+  logits = logits_fn(hidden)
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  correct = jnp.argmax(logits, -1) == targets
+  return (nll * weights).sum(), (correct * weights).sum()
+
+
+def _model(**fields):
+  return lambda config: config.model.update(fields)
+
+
+def _train(**fields):
+  return lambda config: config.train.update(fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """An optimisation or option of the step, timed on and off at the reference shape."""
+  what: str
+  config: str  # which reference config
+  on: object = None  # config change for "on" (None: the default is on)
+  off: object = None  # config change for "off"
+  off_scoring: dict | None = None  # step_lib.scoring overrides for "off"
+  off_loss: object = None  # loss._block_sums for "off"
+
+
+VARIANTS = (
+    Variant("accuracy from the loss's max (off: separate argmax)", "gpt_tiny",
+            off_loss=_textbook_block_sums),
+    Variant("masked LM projects only its selected positions", "bert_tiny",
+            off_scoring={"max_scored": 0}),
+    Variant("einsum attention (off: jax.nn.dot_product_attention)", "gpt_tiny",
+            off=_model(attention="jax_nn")),
+    Variant("einsum attention (off: jax.nn.dot_product_attention)", "bert_tiny",
+            off=_model(attention="jax_nn")),
+    Variant("einsum attention (off: jax.nn.dot_product_attention)", "t5_tiny",
+            off=_model(attention="jax_nn")),
+    Variant("norm gradient barrier", "gpt_tiny", off=_model(norm_grad_barrier=False)),
+    Variant("norm gradient barrier", "bert_tiny", off=_model(norm_grad_barrier=False)),
+    Variant("norm gradient barrier", "t5_tiny", off=_model(norm_grad_barrier=False)),
+    Variant("tanh GELU (off: erf GELU)", "gpt_tiny", off=_model(activation="gelu")),
+    Variant("loss in chunks of 64 positions (off: whole rows)", "gpt_tiny",
+            on=_train(loss_chunk=64)),
+    Variant("scanned layers (off: unrolled)", "gpt_tiny", on=_model(scan_layers=True),
+            off=_model(scan_layers=False)),
+    Variant("remat full (off: none)", "gpt_tiny", on=_model(remat="full"),
+            off=_model(remat="none")),
+)
+
+
+def variants_section() -> list[dict]:
+  rows = []
+  for v in VARIANTS:
+    configs = {}
+    for side, change in (("on", v.on), ("off", v.off)):
+      configs[side] = for_this_machine(reference_config(v.config))
+      if change:
+        change(configs[side])
+    batch = synthetic_batch(configs["on"])
+    patches = [mock.patch.object(loss, "_block_sums", v.off_loss)] if v.off_loss else []
+    steps = {"on": compile_step(configs["on"], batch),
+             "off": compile_step(configs["off"], batch, scoring=v.off_scoring, patches=patches)}
+    seconds = time_in_turns(steps, flags.FLAGS.steps)
+    rows.append({"optimisation": v.what, "family": configs["on"].model.family,
+                 "off_step_s": round(seconds["off"], 4), "on_step_s": round(seconds["on"], 4),
+                 "speedup_x": round(seconds["off"] / seconds["on"], 3),
+                 "first_loss_difference": float(
+                     f"{abs(steps['on'].loss - steps['off'].loss):.2g}")})
+  return rows
+
+
+# ---------------------------------------------------------------------------- decode
 
 
 def _seconds(fn) -> float:
@@ -164,12 +337,11 @@ def decode_section() -> list[dict]:
   from model import build_model, decoding
   rows = []
   for name, new_tokens in DECODE_CONFIGS:
-    config = importlib.import_module(f"configs.{name}").get_config()
-    config.model.dtype = "float32"
+    config = for_this_machine(load_config(name))
     cfg = model_config(config)
     graphdef, params = nnx.split(build_model(cfg, 0), nnx.Param)
     inputs = jax.random.randint(jax.random.key(0), (4, 32), 5, 1000)
-    lengths = jax.numpy.full((4,), 32)
+    lengths = jnp.full((4,), 32)
     cached = _seconds(lambda: decoding.generate(graphdef, params, inputs, lengths,
                                                 jax.random.key(0), max_new_tokens=new_tokens))
     full = _seconds(lambda: decoding.greedy_without_cache(graphdef, params, inputs, lengths,
@@ -182,78 +354,101 @@ def decode_section() -> list[dict]:
   return rows
 
 
-STEP_SHAPE = dict(embed_dim=256, num_heads=4, head_dim=64, mlp_dim=1024, num_layers=4)
-STEP_FAMILIES = (("gpt_tiny", 256), ("bert_tiny", 256), ("t5_tiny", 256))
+# ---------------------------------------------------------------------------- compile
 
 
-def step_section() -> list[dict]:
-  from model import train_flops_per_row
-  from train import hardware
-  peak = hardware.measured_matmul_peak()
+def _compile_config(family: str, num_layers: int, scan: bool) -> ml_collections.ConfigDict:
+  c = common.base_config()
+  c.model.family = family
+  c.objective = {"encoder": "mlm", "decoder": "causal_lm", "lstm": "causal_lm",
+                 "encoder_decoder": "span_corruption"}[family]
+  c.model.update(REFERENCE_SHAPE, num_layers=num_layers, scan_layers=scan)
+  if family == "encoder_decoder":
+    c.model.position = "relative"
+  c.data.vocab_size, c.data.seq_len, c.train.batch_size = 8192, 256, 8
+  return c
+
+
+def compile_seconds(config: ml_collections.ConfigDict) -> float:
+  """Wall time to lower and compile the jitted train step on the local devices."""
+  step, _, abstract, _, batch_sharding = jitted_step(config)
+  batch = aot_compile.abstract_batch(config, batch_sharding)
+  start = time.perf_counter()
+  step.lower(abstract, batch).compile()
+  return time.perf_counter() - start
+
+
+def compile_section() -> list[dict]:
   rows = []
-  for name, seq_len in STEP_FAMILIES:
-    config = importlib.import_module(f"configs.{name}").get_config()
-    config.model.update(STEP_SHAPE)
-    config.model.max_length = seq_len
-    config.data.vocab_size, config.data.seq_len, config.train.batch_size = 8192, seq_len, 8
-    cfg = model_config(config)
-    objective = objectives.make(config)
-    lengths = ((objective.targets_length, seq_len) if cfg.family == "encoder_decoder"
-               else (seq_len, 0))
-    batch = _synthetic_batch(config, objective)
-    seconds = train_step_seconds(config, batch, steps=5)
-    flops = config.train.batch_size * train_flops_per_row(cfg, *lengths)
-    tokens = config.train.batch_size * sum(lengths)
-    rows.append({"config": name, "objective": config.objective,
-                 "step_s": round(seconds, 4), "tokens_per_s": round(tokens / seconds),
-                 "gflops_per_step": round(flops / 1e9, 2),
-                 "mfu_vs_matmul_peak": round(flops / seconds / peak, 3),
-                 "matmul_peak_gflops": round(peak / 1e9, 1)})
+  for family in FAMILIES:
+    for scan in (True, False) if flags.FLAGS.compile_unrolled else (True,):
+      seconds = {depth: compile_seconds(_compile_config(family, depth, scan))
+                 for depth in (2, 24)}
+      rows.append({"family": family, "layers": "scanned" if scan else "unrolled",
+                   "compile_s_2_layers": round(seconds[2], 2),
+                   "compile_s_24_layers": round(seconds[24], 2),
+                   "ratio_24_to_2": round(seconds[24] / seconds[2], 2)})
   return rows
 
 
-def _synthetic_batch(config, objective) -> dict:
-  """A batch of the objective over random text ids, one document per row."""
-  import numpy as np
-  from train import noise
-  rng = np.random.default_rng(0)
-  examples = []
-  for i in range(config.train.batch_size):
-    length = objective.raw_length
-    row = {"targets": rng.integers(objectives.FIRST_TEXT_ID, 4000, length).astype(np.int32),
-           "targets_segment_ids": np.ones(length, np.int32),
-           "targets_positions": np.arange(length, dtype=np.int32)}
-    example = objective(row, noise.example_rng(0, i))
-    example["target_bytes"] = (example["weights"] > 0).astype(np.int32) * 3
-    examples.append(example)
-  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+# ---------------------------------------------------------------------------- pipeline
+
+PIPELINE_CONFIGS = ("gpt_tiny", "gpt_prefixlm_tiny", "bert_tiny", "t5_tiny", "t5_lm_tiny",
+                    "gpt_small", "bert_base", "t5_base")
 
 
-SECTIONS = {"compile": compile_section, "pipeline": pipeline_section, "step": step_section,
-            "decode": decode_section}
+def pipeline_section() -> list[dict]:
+  return [{"config": name, "objective": load_config(name).objective,
+           "batch": load_config(name).train.batch_size,
+           "pipeline_examples_per_s": round(_pipeline_rate(load_config(name)), 1)}
+          for name in PIPELINE_CONFIGS]
+
+
+SECTIONS = {"step": step_section, "variants": variants_section, "decode": decode_section,
+            "compile": compile_section, "pipeline": pipeline_section}
 
 
 def markdown(rows: list[dict]) -> str:
   keys = list(rows[0])
   lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-  lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+  lines += ["| " + " | ".join("" if r[k] is None else str(r[k]) for k in keys) + " |"
+            for r in rows]
   return "\n".join(lines)
 
 
 def main(argv):
   del argv
-  unknown = sorted(set(_SECTIONS.value) - set(SECTIONS))
+  unknown = sorted(set(flags.FLAGS.sections) - set(SECTIONS))
   if unknown:
     raise app.UsageError(f"unknown sections {unknown}; choose from {sorted(SECTIONS)}")
   results = {}
-  for name in _SECTIONS.value:
+  for name in flags.FLAGS.sections:
+    start = time.perf_counter()
     results[name] = SECTIONS[name]()
-    print(f"\n## {name} ({jax.devices()[0].platform}, {jax.device_count()} devices)\n")
-    print(markdown(results[name]))
-  if _JSON.value:
-    with open(_JSON.value, "w", encoding="utf-8") as f:
+    print(f"\n## {name} ({jax.devices()[0].platform}, {jax.device_count()} devices, "
+          f"{time.perf_counter() - start:.0f} s)\n")
+    print(markdown(results[name]), flush=True)
+  peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  print(f"\npeak host memory (this process): {peak_rss / MiB:.0f} MiB")
+  results["peak_host_memory_mib"] = round(peak_rss / MiB)
+  if flags.FLAGS.json:
+    with open(flags.FLAGS.json, "w", encoding="utf-8") as f:
       json.dump(results, f, indent=2)
 
 
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, so others can import this."""
+  flags.DEFINE_list("sections", ["step", "variants", "decode", "compile"],
+                    "Which benchmarks to run.")
+  flags.DEFINE_list("configs", [], "More config files for the step section, timed at their "
+                    "own batch size.")
+  flags.DEFINE_integer("steps", 7, "Timed steps per measurement (after one warm-up); 3 for the "
+                       "published sizes.")
+  flags.DEFINE_bool("compile_unrolled", False,
+                    "compile section: also unrolled layers (minutes at 24 layers).")
+  flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

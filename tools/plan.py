@@ -26,14 +26,19 @@ from absl import app, flags
 from jax.sharding import AbstractMesh
 from ml_collections import config_flags
 
-from model import model_config, train_flops_per_row
+from model import model_config
 from model.layers import ACTIVATIONS
 from tools import aot_compile
-from train import cli, optim, sharding
+from train import cli, objectives, optim, sharding
 from train import state as state_lib
+from train import step as step_lib
 
 GiB = aot_compile.GiB
 MFU_TARGETS = (0.4, 0.6)
+# What the backward pass keeps, from the most to the least (stack_activation_bytes).
+REMAT_STRENGTH = ("none", "dots", "dots_no_batch", "full")
+NOTHING_FITS = ("add chips, shrink the batch, set config.train.microbatches or a stronger "
+                "config.model.remat")
 
 
 def layouts(topology: aot_compile.Topology, max_tensor: int = 16) -> list[tuple[int, int, int]]:
@@ -118,16 +123,18 @@ def stack_activation_bytes(cfg, remat: str, rows: int, length: int, tensor: int,
 def activation_bytes(config: ml_collections.ConfigDict, rows: int, tensor: int) -> float:
   """One chip's activations for `rows` rows (per microbatch), all stacks and the logits."""
   cfg = model_config(config)
-  length, encoder_length = aot_compile.batch_lengths(config)
+  length, encoder_length = objectives.row_lengths(config)
   if cfg.family == "encoder_decoder":
     total = (stack_activation_bytes(cfg, cfg.remat, rows, encoder_length, tensor, cfg.num_layers)
              + stack_activation_bytes(cfg, cfg.remat, rows, length, tensor, cfg.decoder_layers,
                                       cross_length=encoder_length))
   else:
     total = stack_activation_bytes(cfg, cfg.remat, rows, length, tensor, cfg.num_layers)
-  # Logits [rows, T, V] in float32, their log-softmax and gradient, and the bf16 matmul output.
+  # Logits [rows, positions alive at once, V] in float32, their log-softmax and gradient, and
+  # the matmul output: the scored positions (train/loss.py), or a chunk of them.
+  alive = config.train.loss_chunk or objectives.scored_length(config)
   vocab = _divided(cfg.vocab_size, tensor)
-  return total + rows * length * vocab * (4 + 4 + np.dtype(cfg.dtype).itemsize)
+  return total + rows * alive * vocab * (4 + 4 + np.dtype(cfg.dtype).itemsize)
 
 
 def layer_weight_bytes(config: ml_collections.ConfigDict) -> int:
@@ -191,17 +198,44 @@ class Plan:
 
 
 def plan(config: ml_collections.ConfigDict, topology: aot_compile.Topology) -> Plan:
-  cfg = model_config(config)
   rows = [estimate(config, sizes) for sizes in layouts(topology)]
   fitting = [r for r in rows if not r.problem and r.total <= topology.usable_bytes]
-  flops = (train_flops_per_row(cfg, *aot_compile.batch_lengths(config)) *
-           config.train.batch_size / topology.chips)
+  flops = step_lib.model_flops_per_step(config) / topology.chips
   return Plan(topology, rows, flops, fitting[0] if fitting else None)
+
+
+def changes_that_fit(config: ml_collections.ConfigDict, topology: aot_compile.Topology,
+                     sizes: tuple[int, int, int], scale: float = 1.0) -> list[str]:
+  """Flags that the estimates say make `config`, on a mesh of `sizes`, fit `topology`: the
+  least-communicating other layout, the fewest more microbatches, the weakest stronger
+  remat (one change each, with its estimate). `scale` multiplies every estimate: a
+  compile's measured need over the estimate for `sizes`, so the estimates' error cancels.
+  """
+  def changed(section, field, value):
+    c = config.copy_and_resolve_references()
+    c[section][field] = value
+    return c
+
+  def first_fitting(candidates):
+    for overrides, candidate, at in candidates:
+      layout = estimate(candidate, at)
+      if not layout.problem and layout.total * scale <= topology.usable_bytes:
+        return f"{overrides} (estimated {layout.total * scale / GiB:.2f} GiB)"
+    return None
+
+  batch, micro = config.train.batch_size, config.train.microbatches
+  meshes = ((" ".join(f"--config.mesh.{a}={n}" for a, n in zip(sharding.MESH_AXES, other)),
+             config, other) for other in layouts(topology) if other != tuple(sizes))
+  microbatches = ((f"--config.train.microbatches={m}", changed("train", "microbatches", m), sizes)
+                  for m in (micro * 2**k for k in range(1, batch.bit_length())) if m <= batch)
+  remats = ((f"--config.model.remat={r}", changed("model", "remat", r), sizes)
+            for r in REMAT_STRENGTH[REMAT_STRENGTH.index(config.model.remat) + 1:])
+  return [fix for fix in map(first_fitting, (meshes, microbatches, remats)) if fix]
 
 
 def format_plan(p: Plan, config: ml_collections.ConfigDict) -> str:
   t, cfg = p.topology, model_config(config)
-  length, encoder_length = aot_compile.batch_lengths(config)
+  length, encoder_length = objectives.row_lengths(config)
   tokens = f"{encoder_length} + {length}" if encoder_length else f"{length}"
   lines = [f"{t.name} ({t.accelerator_type}): {t.chips} chips of {t.spec.device_kind}, "
            f"{t.spec.usable_gib:g} GiB usable HBM, {t.peak_flops / 1e12:.0f} TFLOP/s bf16 peak",
@@ -227,8 +261,7 @@ def format_plan(p: Plan, config: ml_collections.ConfigDict) -> str:
     lines.append(f"proposed: --config.mesh.data={p.best.data} --config.mesh.fsdp={p.best.fsdp} "
                  f"--config.mesh.tensor={p.best.tensor} (estimated {g(p.best.total)} GiB per chip)")
   else:
-    lines.append("no layout fits: add chips, shrink the batch, set config.train.microbatches "
-                 "or a stronger config.model.remat")
+    lines.append(f"no layout fits: {NOTHING_FITS}")
   return "\n".join(lines)
 
 

@@ -4,9 +4,17 @@ A step is written to a temporary directory and renamed when complete, so a
 crash mid-save leaves nothing that looks finished. A finished checkpoint that
 later fails to restore (a truncated or deleted file) is moved aside into
 `checkpoints_unreadable/`, never deleted, and the one before it is used.
+
+Each host writes its own data position (grain's `process_{i}-of-{n}.json`). The
+state restores onto any mesh and host count; the data position on another host
+count only with `config.data.shard_by="rows"`, where every host's position is
+the same (input_pipeline.py), so process 0's is used. Any other mismatch is a
+HostCountError, and the checkpoint stays where it is.
 """
+import glob
 import json
 import os
+import re
 import shutil
 import time
 
@@ -23,12 +31,18 @@ def directory(workdir: str) -> str:
   return os.path.join(workdir, "checkpoints")
 
 
+class HostCountError(ValueError):
+  """A whole checkpoint whose data position cannot continue on this many hosts."""
+
+
 class Checkpointer:
   """Async checkpoints {'state', 'data_iter', 'config'} per step: the last `keep`, plus every
   multiple of `keep_every` (if set) for good."""
 
-  def __init__(self, workdir: str, every: int, keep: int, keep_every: int = 0):
+  def __init__(self, workdir: str, every: int, keep: int, keep_every: int = 0,
+               shard_by: str = "documents"):
     self.workdir = workdir
+    self.shard_by = shard_by  # config.data.shard_by: "rows" resumes on any host count
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=every, max_to_keep=keep, keep_period=keep_every or None,
         enable_async_checkpointing=True, create=True)
@@ -41,7 +55,8 @@ class Checkpointer:
   @classmethod
   def for_run(cls, workdir: str, config: ml_collections.ConfigDict) -> "Checkpointer":
     t = config.train
-    return cls(workdir, t.checkpoint_every, t.keep_checkpoints, t.keep_checkpoints_every)
+    return cls(workdir, t.checkpoint_every, t.keep_checkpoints, t.keep_checkpoints_every,
+               config.data.shard_by)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -54,13 +69,46 @@ class Checkpointer:
         config=ocp.args.JsonSave(json.loads(config.to_json()))))
 
   def restore(self, step: int, abstract_state, shardings, data_iter=None):
-    """The state at `step`, laid out by `shardings`; a given `data_iter` moves to where it was."""
+    """The state at `step`, laid out by `shardings`; a given `data_iter` moves to where it was.
+
+    Raises HostCountError, before reading anything, if `data_iter` cannot continue
+    on this many hosts.
+    """
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, shardings)
     items = {"state": ocp.args.StandardRestore(target)}
+    other_hosts = None
     if data_iter is not None:  # without one (inference), the data position is not read
-      items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
-    return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+      other_hosts = self._data_position_from_other_hosts(step)
+      if other_hosts is None:
+        items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+    state = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+    if other_hosts is not None:
+      with open(other_hosts, encoding="utf-8") as f:
+        data_iter.set_state(json.load(f))
+    return state
+
+  def _data_position_from_other_hosts(self, step: int) -> str | None:
+    """None if this host's own data position file is in checkpoint `step` (or none is, for
+    the restore to fail on); else process 0's, if it is valid on this host count."""
+    hosts = jax.process_count()
+    where = os.path.join(directory(self.workdir), str(step), "data_iter")
+    counts = {int(re.search(r"-of-(\d+)\.json$", p)[1])
+              for p in glob.glob(os.path.join(where, "process_*-of-*.json"))}
+    if hosts in counts or len(counts) != 1:
+      return None
+    written_by = counts.pop()
+    if self.shard_by != "rows":
+      raise HostCountError(
+          f"checkpoint {os.path.dirname(where)} was written by {written_by} hosts with "
+          f"config.data.shard_by={self.shard_by!r}, where each host reads its own share of the "
+          f"documents, so its data position continues only on {written_by} hosts, not "
+          f"{hosts}; resume it with --num_processes={written_by} (a run that must change its "
+          "host count needs --config.data.shard_by=rows from its start, in a new --workdir)")
+    logging.info("Checkpoint %d was written by %d hosts; with data.shard_by='rows' their data "
+                 "positions are the same, and %d hosts continue from process 0's.", step,
+                 written_by, hosts)
+    return os.path.join(where, f"process_0-of-{written_by}.json")
 
   def restore_latest_readable(self, abstract_state, shardings, data_iter=None):
     """(step, state) of the newest checkpoint that restores, or (None, None) if none does.
@@ -72,6 +120,8 @@ class Checkpointer:
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         return step, self.restore(step, abstract_state, shardings, data_iter)
+      except HostCountError:
+        raise  # the checkpoint is whole: this run is set up differently
       except Exception as e:  # orbax/tensorstore raise many types for damaged files
         self._set_aside(step, e)
     return None, None

@@ -52,6 +52,7 @@ class CausalLM:
   """GPT: predict every token from the ones before it, within its document."""
   seq_len: int
   families = ("decoder",)
+  max_scored = 0  # every position
 
   @property
   def raw_length(self) -> int:
@@ -74,6 +75,11 @@ class MaskedLM:
   @property
   def raw_length(self) -> int:
     return self.seq_len
+
+  @property
+  def max_scored(self) -> int:
+    """Most positions a row can have selected (noise.mlm_mask selects round(rate * n) of n <= T)."""
+    return int(round(self.rate * self.seq_len))
 
   def __call__(self, row: dict, rng: np.random.Generator) -> dict:
     # [T] each
@@ -100,6 +106,7 @@ class SpanCorruption:
   mean_span: float
   vocab_size: int
   families = ("encoder_decoder",)
+  max_scored = 0  # every target position
 
   @property
   def raw_length(self) -> int:
@@ -130,6 +137,7 @@ class PrefixLM:
   seq_len: int
   family: str
   families = ("decoder", "encoder_decoder")
+  max_scored = 0  # every target position
 
   @property
   def raw_length(self) -> int:
@@ -176,6 +184,18 @@ NAMES = ("causal_lm", "mlm", "span_corruption", "prefix_lm")
 FAMILY_OBJECTIVES = {"decoder": ("causal_lm", "prefix_lm"), "encoder": ("mlm",),
                      "encoder_decoder": ("span_corruption", "prefix_lm"),
                      "lstm": ("causal_lm",)}
+
+
+def row_lengths(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(decoder or only-stack row length, encoder row length or 0) of the config's batches."""
+  if config.model.family == "encoder_decoder":
+    return make(config).targets_length, config.data.seq_len
+  return config.data.seq_len, 0
+
+
+def scored_length(config: ml_collections.ConfigDict) -> int:
+  """Positions per row that the loss projects onto the vocabulary."""
+  return make(config).max_scored or row_lengths(config)[0]
 
 
 def make(config: ml_collections.ConfigDict, tokenizer: Tokenizer | None = None):

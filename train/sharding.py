@@ -84,6 +84,19 @@ def batch_divisor(mesh: Mesh, rules: Rules) -> int:
   return int(np.prod([mesh.shape[a] for a in axes]))
 
 
+def programs_may_interleave() -> bool:
+  """True where two programs with collectives must not be in flight at once: several JAX
+  processes on CPU, exchanging collectives over gloo.
+
+  There each device runs its part of a program on a thread pool, so two programs that do
+  not depend on each other (eval steps on the same params) can start in different orders
+  on different devices, each then waiting in an all-reduce for the other: 2 processes with
+  2 CPU devices each hung so within a few eval steps (jax 0.10.2). On TPU and GPU each
+  device runs its programs in launch order; train steps depend on each other anyway.
+  """
+  return jax.process_count() > 1 and jax.default_backend() == "cpu"
+
+
 def to_global(local_batch: dict, sharding: NamedSharding) -> dict:
   """This host's numpy rows -> global jax.Arrays laid out by `sharding`."""
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}

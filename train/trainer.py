@@ -16,13 +16,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from model import count_params, model_config, train_flops_per_row
+from model import count_params, model_config
 from model import decoding
 from train import corpus, hardware, input_pipeline, objectives, optim, sharding, tokenizer
 from train import unigram
 from train import state as state_lib
 from train import step as step_lib
-from train import validation
+from train import evaluation, validation
 from train import guards
 from train.checkpoint import Checkpointer
 from train.metrics import MetricsWriter, add_sums, summarize
@@ -39,14 +39,6 @@ class PhaseTimer:
     start = time.perf_counter()
     yield
     self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-
-def evaluate(eval_step, params, batches, batch_sharding) -> dict:
-  """Summed counts over `batches`, fetched from the devices once."""
-  sums = None
-  for batch in batches:
-    sums = add_sums(sums, eval_step(params, sharding.to_global(batch, batch_sharding)))
-  return jax.device_get(sums)
 
 
 def _prompts(val_docs, tok, num: int, length: int) -> np.ndarray:
@@ -80,19 +72,17 @@ def _data(config, data_corpus, timer) -> _Data:
   train_docs, val_docs = builder.as_data_source("train"), builder.as_data_source("validation")
   with timer("tokenizer"):
     tok, _ = tokenizer.for_corpus(data_corpus.dir(config.data.data_dir), train_docs, config.data)
-  objective = objectives.make(config, tok)
-  pipeline = dict(tokenizer=tok, objective=objective,
-                  batch_size=config.train.batch_size // jax.process_count(), seed=config.seed,
-                  num_threads=config.data.num_threads, shard_by=config.data.shard_by)
+  pipeline = evaluation.pipeline_args(config, tok)
   with timer("eval_data"):
-    eval_batches = list(input_pipeline.make_dataset(val_docs, train=False, **pipeline))
-  return _Data(train_docs, val_docs, tok, objective, pipeline, eval_batches)
+    eval_batches = list(evaluation.batches(config, val_docs, tok))
+  return _Data(train_docs, val_docs, tok, pipeline["objective"], pipeline, eval_batches)
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Metrics of the latest checkpoint in `workdir` on the whole validation split.
 
   Reads the checkpoint and writes nothing: the run can go on training after.
+  tools/evaluate.py scores other text the same way (train/evaluation.py).
   """
   timer = PhaseTimer()
   mesh = sharding.make_mesh(config.mesh)
@@ -100,14 +90,15 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validation.validate(config, sharding.batch_divisor(mesh, rules))
   data_corpus = corpus.resolve(config.data.source, config.data.validation_percent)
   graphdef, state = state_lib.restore_state(config, workdir)
-  data = _data(config, data_corpus, timer)
-  batch_sharding = sharding.batch_sharding(mesh, rules)
-  eval_step = step_lib.jit_eval_step(graphdef, jax.tree.map(lambda x: x.sharding, state.params),
-                                     batch_sharding, rules=rules)
+  with timer("corpus"):
+    builder = corpus.build(data_corpus, config.data.data_dir)
+  val_docs = builder.as_data_source("validation")
+  with timer("tokenizer"):
+    tok, _ = tokenizer.for_corpus(data_corpus.dir(config.data.data_dir),
+                                  builder.as_data_source("train"), config.data)
   with timer("eval"):
-    result = summarize(evaluate(eval_step, state.params, data.eval_batches, batch_sharding))
-  return dict(result, step=int(state.step), split="validation_full",
-              eval_tokens=int(sum(b["weights"].sum() for b in data.eval_batches)),
+    result = evaluation.score(config, graphdef, state.params, val_docs, tok)
+  return dict(result, step=int(state.step), split="validation_full", eval_tokens=result["tokens"],
               phase_seconds={k: round(v, 2) for k, v in timer.seconds.items()})
 
 
@@ -128,7 +119,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # ---------------------------------------------------------------- data
   data = _data(config, data_corpus, timer)
-  train_docs, val_docs, tok, objective = data.train_docs, data.val_docs, data.tok, data.objective
+  train_docs, val_docs, tok = data.train_docs, data.val_docs, data.tok
   train_iter = iter(input_pipeline.make_dataset(train_docs, train=True, **data.pipeline))
   eval_batches = data.eval_batches
   periodic_eval = (eval_batches if config.train.eval_batches < 0
@@ -141,11 +132,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   graphdef = state_lib.model_graphdef(model_cfg)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   num_params = count_params(model_cfg)
-  # Rows of the decoder (or the only stack), and of the encoder of an encoder-decoder.
-  lengths = ((objective.targets_length, config.data.seq_len)
-             if model_cfg.family == "encoder_decoder" else (config.data.seq_len, 0))
-  step_flops = config.train.batch_size * train_flops_per_row(model_cfg, *lengths)
-  tokens_per_step = config.train.batch_size * sum(lengths)
+  step_flops = step_lib.model_flops_per_step(config)
+  tokens_per_step = config.train.batch_size * sum(objectives.row_lengths(config))
   peak, peak_source = hardware.peak_flops_per_device()
   logging.info("%s: %.2fM parameters, %.1f GFLOPs per step; peak %.1f GFLOP/s per device (%s).",
                config.model.family, num_params / 1e6, step_flops / 1e9, peak / 1e9, peak_source)
@@ -170,10 +158,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   with timer("compile"):
     train_step = step_lib.jit_train_step(
         graphdef, tx, config.seed, config.model.dropout_rate > 0, shardings, batch_sharding,
-        config.train.microbatches, config.train.inject_nan_at_step, rules=rules).lower(
-            state, batch_spec).compile()
-    eval_step = step_lib.jit_eval_step(graphdef, shardings.params, batch_sharding,
-                                       rules=rules).lower(state.params, batch_spec).compile()
+        config.train.microbatches, config.train.inject_nan_at_step, rules=rules,
+        scoring=step_lib.scoring(config)).lower(state, batch_spec).compile()
+    eval_step = step_lib.jit_eval_step(
+        graphdef, shardings.params, batch_sharding, rules=rules,
+        scoring=step_lib.scoring(config)).lower(state.params, batch_spec).compile()
 
   # ---------------------------------------------------------------- train loop
   writer = MetricsWriter(workdir, config.objective)
@@ -182,7 +171,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   def run_eval(step, batches, split="validation"):
     with timer("eval"):
-      result = summarize(evaluate(eval_step, state.params, batches, batch_sharding))
+      result = summarize(evaluation.evaluate(eval_step, state.params, batches, batch_sharding))
     writer.write(step, split, result, **context(step))
     logging.info("step %d %s: loss %.4f, bits/byte %.4f, accuracy %.3f", step, split,
                  result["loss"], result["bits_per_byte"], result["accuracy"])

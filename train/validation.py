@@ -48,6 +48,10 @@ def validate(config: ml_collections.ConfigDict, batch_divisor: int) -> None:
     raise ValueError(f"config.train.microbatches={t.microbatches} must divide each of the "
                      f"{shards} batch shards of config.train.batch_size={t.batch_size}; use a "
                      f"divisor of {t.batch_size // shards}")
+  scored = objectives.scored_length(config)
+  if t.loss_chunk < 0 or (t.loss_chunk and scored % t.loss_chunk):
+    raise ValueError(f"config.train.loss_chunk={t.loss_chunk} must divide the {scored} positions "
+                     f"per row that the loss scores; use a divisor of {scored}, or 0 for all")
   s = config.sample
   if family == "decoder" and s.prompt_tokens + s.new_tokens > config.model.max_length:
     raise ValueError(f"config.sample.prompt_tokens + new_tokens = "

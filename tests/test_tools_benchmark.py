@@ -1,0 +1,76 @@
+"""tools/benchmark and tools/profile_step: their pieces on shrunk models (timings are never
+asserted: the machine is shared)."""
+import os
+import subprocess
+import sys
+from unittest import mock
+
+import pytest
+
+from model import model_config
+from tools import benchmark
+from train import objectives, validation
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHRUNK = dict(benchmark.REFERENCE_SHAPE, embed_dim=32, num_heads=2, head_dim=16, mlp_dim=64,
+              num_layers=2)
+
+
+@pytest.fixture(name="shrunk")
+def _shrunk(monkeypatch):
+  monkeypatch.setattr(benchmark, "REFERENCE_SHAPE", SHRUNK)
+
+
+@pytest.mark.parametrize("variant", benchmark.VARIANTS, ids=lambda v: f"{v.what}-{v.config}")
+def test_every_variant_is_a_valid_config_on_both_sides(variant):
+  for change in (variant.on, variant.off):
+    config = benchmark.reference_config(variant.config)
+    if change:
+      change(config)
+    model_config(config)
+    validation.validate(config, batch_divisor=1)
+
+
+@pytest.mark.parametrize("family", ["gpt_tiny", "bert_tiny", "t5_tiny", "lstm_tiny"])
+def test_synthetic_batches_have_the_objectives_shapes(family):
+  config = benchmark.reference_config(family)
+  batch = benchmark.synthetic_batch(config)
+  length = objectives.row_lengths(config)[0]
+  assert batch["targets"].shape == (8, length) and batch["weights"].sum() > 0
+  assert benchmark.lengths(config)[0] == length
+
+
+@pytest.mark.parametrize("what", ["accuracy from the loss's max (off: separate argmax)",
+                                  "masked LM projects only its selected positions",
+                                  "einsum attention (off: jax.nn.dot_product_attention)"])
+def test_optimisations_leave_the_loss_unchanged(shrunk, what):
+  """On and off compute the same first-step loss (fp32: within 1e-5 relative)."""
+  variant = next(v for v in benchmark.VARIANTS if v.what == what)
+  on = benchmark.for_this_machine(benchmark.reference_config(variant.config))
+  off = benchmark.for_this_machine(benchmark.reference_config(variant.config))
+  if variant.off:
+    variant.off(off)
+  batch = benchmark.synthetic_batch(on)
+  patches = ([mock.patch.object(benchmark.loss, "_block_sums", variant.off_loss)]
+             if variant.off_loss else [])
+  steps = {"on": benchmark.compile_step(on, batch),
+           "off": benchmark.compile_step(off, batch, scoring=variant.off_scoring,
+                                         patches=patches)}
+  assert steps["on"].loss == pytest.approx(steps["off"].loss, rel=1e-5)
+  seconds = benchmark.time_in_turns(steps, rounds=2)
+  assert set(seconds) == {"on", "off"} and min(seconds.values()) > 0
+
+
+def test_profile_step_accounts_for_the_step_by_kind(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "tools.profile_step", "--config=bert_tiny", "--noreference_shape",
+       "--batch_size=2", "--steps=1", f"--trace_dir={tmp_path}", "--top=5"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  kinds = {}
+  for line in result.stdout.splitlines():
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    if len(cells) == 3 and cells[2].endswith("%"):
+      kinds[cells[0]] = float(cells[2][:-1])
+  assert "vocabulary projection and loss" in kinds and "projection and MLP matmuls" in kinds
+  assert sum(kinds.values()) == pytest.approx(100, abs=0.5)

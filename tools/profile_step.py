@@ -1,0 +1,103 @@
+"""Command line: where the train step's time goes, from a jax.profiler trace.
+
+  python -m tools.profile_step --config=gpt_tiny [--noreference_shape --batch_size=2] \
+      [--steps=3] [--trace_dir=/tmp/triform_profile] [--top=25]
+
+Compiles the step (as tools/benchmark does), traces a few steps with
+jax.profiler, and joins the trace's per-op times with the compiled HLO: each
+op's output shape and the JAX operation it came from. Prints the top ops and the
+time per kind (vocabulary projection and loss, attention scores, other matmuls,
+the rest). The trace itself stays in --trace_dir for Perfetto (ui.perfetto.dev)
+or TensorBoard's profile plugin. Per-op events are what the CPU runtime records;
+on TPU and GPU use the trace in those viewers.
+"""
+import collections
+import glob
+import gzip
+import json
+import re
+
+import jax
+from absl import app, flags
+
+from tools import benchmark
+
+_CONFIG = flags.DEFINE_string("config", "gpt_tiny", "A config name under configs/ or a file.")
+_REFERENCE = flags.DEFINE_bool("reference_shape", True,
+                               "Time the config's family at the benchmark's reference shape.")
+_BATCH = flags.DEFINE_integer("batch_size", 0, "Rows per step (0: the config's).")
+_STEPS = flags.DEFINE_integer("steps", 3, "Traced steps.")
+_TRACE_DIR = flags.DEFINE_string("trace_dir", "/tmp/triform_profile", "Where the trace goes.")
+_TOP = flags.DEFINE_integer("top", 25, "How many ops to list.")
+
+# `%name = f32[2048,256]{1,0} fusion(...), ..., metadata={op_name="jit(step)/..."`
+_HLO_OP = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = (\S+) .*?op_name="([^"]*)"', re.M)
+
+
+def hlo_ops(hlo_text: str) -> dict[str, tuple[str, str]]:
+  """{instruction name: (output shape, JAX op name)} of a compiled module's text."""
+  ops = {}
+  for name, shape, op_name in _HLO_OP.findall(hlo_text):
+    ops.setdefault(name, (shape, op_name))
+  return ops
+
+
+def op_seconds(trace_dir: str, names) -> collections.Counter:
+  """Total seconds per HLO instruction over the newest Perfetto trace under trace_dir."""
+  path = sorted(glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True))[-1]
+  with gzip.open(path) as f:
+    trace = json.load(f)
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  total = collections.Counter()
+  for e in events:
+    if e.get("ph") == "X" and e.get("name") in names:
+      total[e["name"]] += e.get("dur", 0) / 1e6
+  return total
+
+
+def kind(shape: str, op_name: str, vocab_size: int, lengths: tuple[int, ...]) -> str:
+  """What part of the model an op belongs to, from its output shape and JAX op."""
+  dims = [int(d) for d in re.findall(r"\d+", shape.split("{")[0].split("[", 1)[-1])]
+  if vocab_size in dims:
+    return "vocabulary projection and loss"
+  if len(dims) >= 4 and dims[-1] in lengths and dims[-2] in lengths:
+    return "attention scores (softmax, masks)"
+  if "BNTS" in op_name or "BTNH,BSNH" in op_name:
+    return "attention matmuls"
+  if "dot_general" in op_name:
+    return "projection and MLP matmuls"
+  return "norms, activations, residuals, optimizer"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = (benchmark.reference_config(_CONFIG.value) if _REFERENCE.value
+            else benchmark.load_config(_CONFIG.value))
+  config = benchmark.for_this_machine(config)
+  config.train.batch_size = _BATCH.value or config.train.batch_size
+  timed = benchmark.compile_step(config, benchmark.synthetic_batch(config))
+  with jax.profiler.trace(_TRACE_DIR.value, create_perfetto_trace=True):
+    wall = sum(timed.run() for _ in range(_STEPS.value)) / _STEPS.value
+  ops = hlo_ops(timed.step.as_text())
+  seconds = op_seconds(_TRACE_DIR.value, ops)
+  per_step = {name: s / _STEPS.value for name, s in seconds.items()}
+  total = sum(per_step.values())
+  lengths = benchmark.lengths(config)
+  by_kind = collections.Counter()
+  for name, s in per_step.items():
+    by_kind[kind(*ops[name], config.data.vocab_size, lengths)] += s
+  print(f"{_CONFIG.value}: {wall * 1e3:.1f} ms per traced step; ops sum to {total * 1e3:.1f} ms "
+        "(ops on two threads can overlap; tracing slows the step)\n")
+  print("| kind | ms per step | share |\n|---|---|---|")
+  for k, s in by_kind.most_common():
+    print(f"| {k} | {s * 1e3:.1f} | {s / total:.1%} |")
+  print("\n| op | ms per step | output | from |\n|---|---|---|---|")
+  for name, s in sorted(per_step.items(), key=lambda kv: -kv[1])[:_TOP.value]:
+    shape, op_name = ops[name]
+    print(f"| {name} | {s * 1e3:.2f} | {shape.split('{')[0]} | {op_name.split('/', 1)[-1]} |")
+  print(f"\ntrace: {_TRACE_DIR.value} (open the .trace.json.gz in ui.perfetto.dev)")
+
+
+if __name__ == "__main__":
+  app.run(main)
