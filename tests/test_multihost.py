@@ -43,7 +43,7 @@ def _config(text_dir, data_dir):
   c.train.num_steps, c.train.log_every = STEPS, 1
   c.train.checkpoint_every, c.train.keep_checkpoints = SAVED, 10
   c.train.eval_every = 100
-  c.sample.num_prompts = 0
+  c.sample.num_prompts, c.sample.temperature = 1, 0.0  # greedy, on params from both hosts
   return c
 
 
@@ -107,6 +107,10 @@ def test_two_hosts_train_like_one_and_their_checkpoint_resumes_on_another_mesh(
   assert reference[STEPS] < reference[1]  # the steps really trained the model
   np.testing.assert_allclose([losses[s] for s in sorted(losses)],
                              [reference[s] for s in sorted(reference)], rtol=RTOL)
+  # Process 0 wrote the summary, with a continuation sampled from the gathered params:
+  # greedy over the same params, so the same text as one host's.
+  samples = [json.load(open(os.path.join(w, "summary.json")))["samples"] for w in (one, two)]
+  assert len(samples[1]) == 1 and samples[1] == samples[0]
 
   # One host, a mesh of fsdp x tensor, resumes the two-host run from step SAVED.
   resumed = str(tmp_path / "resumed")

@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -49,14 +48,28 @@ def _train_records(workdir):
   return [r for r in lines if r["split"] == "train"]
 
 
-def _wait_for_step(process, workdir, step, timeout=300):
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    if any(r["step"] >= step for r in _train_records(workdir)):
-      return
-    assert process.poll() is None, process.communicate()[1][-3000:]
-    time.sleep(0.05)
-  raise TimeoutError(f"no step {step} in {timeout}s")
+# train.main, with a signal sent to itself right after step $SIGNAL_AT_STEP is logged: a
+# preemption or a kill at an exact step, however fast the steps run.
+_SIGNALLED_MAIN = """
+import os, signal, sys
+from absl import app
+from train import cli, main, metrics
+write = metrics.MetricsWriter.write
+def write_then_signal(self, step, split, values, **context):
+  write(self, step, split, values, **context)
+  if split == "train" and step == int(os.environ["SIGNAL_AT_STEP"]):
+    os.kill(os.getpid(), getattr(signal, os.environ["SIGNAL"]))
+metrics.MetricsWriter.write = write_then_signal
+app.run(main.main, argv=["train.main"] + sys.argv[1:], flags_parser=cli.parse_flags)
+"""
+
+
+def _start_signalled(name, config, workdir, step: int, sig: str):
+  env = dict(os.environ, SIGNAL_AT_STEP=str(step), SIGNAL=sig)
+  return subprocess.Popen([sys.executable, "-c", _SIGNALLED_MAIN,
+                           *command_line(name, config, workdir)],
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env)
 
 
 def _state(workdir, step):
@@ -106,10 +119,9 @@ def test_sigkill_at_a_random_step_then_rerun_is_bit_exact(text_dir, data_dir, tm
   config = _config(text_dir, data_dir, name)
   workdir = str(tmp_path / "killed")
   kill_at = random.Random(name).randint(3, STEPS - 2)
-  process = _start(name, config, workdir)
-  _wait_for_step(process, workdir, kill_at)
-  process.kill()
-  process.wait()
+  process = _start_signalled(name, config, workdir, kill_at, "SIGKILL")
+  _, err = process.communicate(timeout=600)
+  assert process.returncode == -signal.SIGKILL, err[-3000:]
   saved = max(int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, "checkpoints", "*"))
               if os.path.basename(p).isdigit())
   assert saved < STEPS  # it really died before the end
@@ -127,9 +139,7 @@ def test_sigterm_saves_the_step_it_was_at_and_exits_75(text_dir, data_dir, tmp_p
   config = _config(text_dir, data_dir, name)
   config.train.checkpoint_every = 100  # only the preemption save can write mid-run
   workdir = str(tmp_path / "preempted")
-  process = _start(name, config, workdir)
-  _wait_for_step(process, workdir, 4)
-  process.send_signal(signal.SIGTERM)
+  process = _start_signalled(name, config, workdir, 4, "SIGTERM")
   _, err = process.communicate(timeout=300)
   assert process.returncode == guards.PREEMPTED_EXIT_CODE, err[-3000:]
   reached = max(r["step"] for r in _train_records(workdir))
@@ -229,5 +239,12 @@ def test_resume_on_a_different_mesh(text_dir, data_dir, tmp_path, straight_runs)
   _, err = rerun.communicate(timeout=600)
   assert rerun.returncode == 0, err[-3000:]
   a, b = _state(straight_runs["gpt_tiny"], STEPS), _state(workdir, STEPS)
-  for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"])):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a["params"]),
+                          jax.tree.leaves(b["params"])):
+    name = jax.tree_util.keystr(path)
+    if "key_bias" in name:
+      # Its exact gradient is 0 (it shifts all of a query's logits alike), so both runs
+      # hold only rounding noise there, which AdamW scales up: both must stay ~0.
+      assert np.abs(x).max() < 1e-5 and np.abs(y).max() < 1e-5, name
+      continue
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6, err_msg=name)

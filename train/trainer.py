@@ -13,6 +13,7 @@ import time
 from absl import logging
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
@@ -226,8 +227,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.sample.num_prompts > 0 and model_cfg.family == "decoder":
     with timer("samples"):
       prompts = _prompts(val_docs, tok, config.sample.num_prompts, config.sample.prompt_tokens)
+      # Every host gathers the whole params (sharded across hosts on a pod) and samples
+      # on its own devices.
+      params = multihost_utils.process_allgather(state.params, tiled=True)
       out = decoding.generate(
-          graphdef, jax.device_get(state.params), jnp.asarray(prompts),
+          graphdef, params, jnp.asarray(prompts),
           jnp.full(len(prompts), prompts.shape[1]), jax.random.key(config.sample.seed),
           max_new_tokens=config.sample.new_tokens, temperature=config.sample.temperature)
       samples = [{"prompt": tok.decode(p), "continuation": tok.decode(o)}
