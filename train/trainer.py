@@ -172,11 +172,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   def run_eval(step, batches, split="validation"):
     with timer("eval"):
-      result = summarize(evaluation.evaluate(eval_step, state.params, batches, batch_sharding))
+      sums = evaluation.evaluate(eval_step, state.params, batches, batch_sharding)
+    result = summarize(sums)
     writer.write(step, split, result, **context(step))
     logging.info("step %d %s: loss %.4f, bits/byte %.4f, accuracy %.3f", step, split,
                  result["loss"], result["bits_per_byte"], result["accuracy"])
-    return result
+    return dict(result, tokens=round(sums["tokens"]))  # over all hosts' batches
 
   initial = run_eval(start_step, periodic_eval) if start_step == 0 else None
   interval_sums, interval_steps, interval_start = None, 0, time.perf_counter()
@@ -243,8 +244,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "initial_loss": initial and initial["loss"],
              "final_bits_per_byte": final["bits_per_byte"], "final_loss": final["loss"],
              "final_perplexity": final["perplexity"], "final_accuracy": final["accuracy"],
-             "unigram_bits_per_byte": unigram_bpb, "eval_tokens": int(sum(
-                 b["weights"].sum() for b in eval_batches)),
+             "unigram_bits_per_byte": unigram_bpb, "eval_tokens": final["tokens"],
              "phase_seconds": {k: round(v, 2) for k, v in timer.seconds.items()},
              "samples": samples}
   if jax.process_index() == 0:
