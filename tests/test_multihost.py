@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import command_line, tiny_config
-from train import checkpoint
+from train import checkpoint, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, SAVED = 6, 3
@@ -147,6 +147,26 @@ def test_two_hosts_train_like_one_and_their_checkpoint_resumes_on_another_mesh(
           + (f", resumed {after[s]:.7f}" if s in after else ""))
   worst = lambda other: max(abs(other[s] / reference[s] - 1) for s in other)
   print(f"largest relative difference: two hosts {worst(losses):.1e}, resumed {worst(after):.1e}")
+
+
+@pytest.mark.slow
+def test_two_hosts_sharding_documents_evaluate_the_whole_split(built, text_dir, data_dir,
+                                                              tmp_path):
+  """Hosts that train on their own documents still evaluate every row together (a host
+  with more eval batches than the other would wait in an all-reduce forever): the same
+  tokens and loss as one host scoring the checkpoint they wrote."""
+  del built
+  config = _config(text_dir, data_dir)
+  config.data.shard_by = "documents"
+  config.train.num_steps = 2
+  workdir, port = str(tmp_path / "two_hosts"), _free_port()
+  _finish([_start(config, workdir, 2, f"--coordinator_address=127.0.0.1:{port}",
+                  "--num_processes=2", f"--process_id={i}") for i in range(2)])
+  summary = json.load(open(os.path.join(workdir, "summary.json")))
+  scores = trainer.evaluate_workdir(config, workdir)  # this process: one host, one device
+  assert summary["step"] == scores["step"] == 2
+  assert summary["eval_tokens"] == scores["eval_tokens"]
+  assert summary["final_loss"] == pytest.approx(scores["loss"], rel=RTOL)
 
 
 def _as_if_written_by_two_hosts(workdir, step):

@@ -30,8 +30,14 @@ def pipeline_args(config: ml_collections.ConfigDict, tok: Tokenizer) -> dict:
 
 def batches(config: ml_collections.ConfigDict, documents, tok: Tokenizer):
   """This host's evaluation batches of `documents` (a sequence of {"text": str or bytes}):
-  every token once, in order (see the module docstring)."""
-  return input_pipeline.make_dataset(documents, train=False, **pipeline_args(config, tok))
+  every token once, in order (see the module docstring).
+
+  Every host reads all the documents and keeps its rows of each batch, whatever
+  config.data.shard_by says for training: split by documents, hosts could end with
+  different numbers of batches, and one would wait forever in the eval step's all-reduce.
+  """
+  return input_pipeline.make_dataset(documents, train=False,
+                                     **dict(pipeline_args(config, tok), shard_by="rows"))
 
 
 def evaluate(eval_step, params, eval_batches, batch_sharding, fetch_every: int = 64) -> dict:
