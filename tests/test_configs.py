@@ -6,6 +6,7 @@ import os
 import pytest
 
 from model import count_params, model_config
+from train import validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -69,3 +70,24 @@ def test_a_loss_chunk_that_does_not_divide_the_scored_positions_is_refused(name,
     validation.validate(config, batch_divisor=1)
   config.train.loss_chunk = scored  # a divisor of itself
   validation.validate(config, batch_divisor=1)
+
+
+def test_workdir_config_is_never_seen_half_written(tmp_path, monkeypatch):
+  """Hosts of a multi-host run write config.json at once; a host that reads it while
+  another writes must find nothing or the whole file (once, a host read it empty)."""
+  config, workdir = load("gpt_tiny"), str(tmp_path)
+
+  def write_half_then_fail(obj, f, **kwargs):
+    f.write("{")
+    raise OSError("disk full")
+
+  monkeypatch.setattr(validation.json, "dump", write_half_then_fail)
+  with pytest.raises(OSError, match="disk full"):
+    validation.check_workdir_config(workdir, config)
+  assert not os.path.exists(os.path.join(workdir, "config.json"))
+  monkeypatch.undo()
+  validation.check_workdir_config(workdir, config)
+  validation.check_workdir_config(workdir, config)  # the same config resumes
+  config.model.num_layers += 1
+  with pytest.raises(ValueError, match="different config .*model.num_layers"):
+    validation.check_workdir_config(workdir, config)

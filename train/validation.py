@@ -67,13 +67,19 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Writes workdir/config.json on the first run; on later runs, fails if the config changed."""
+  """Writes workdir/config.json on the first run; on later runs, fails if the config changed.
+
+  Every host of a multi-host run may write it at once: each writes its own temporary file
+  and renames it, so no host ever reads a half-written one.
+  """
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json())
   if not os.path.exists(path):
     os.makedirs(workdir, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    tmp = f"{path}.tmp.{os.getpid()}.{jax.process_index()}"
+    with open(tmp, "w", encoding="utf-8") as f:
       json.dump(current, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
     return
   with open(path, encoding="utf-8") as f:
     saved = _flatten(json.load(f))
