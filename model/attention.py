@@ -66,6 +66,31 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
       b, t, n, h).astype(q.dtype)
 
 
+def causal_block_bounds(length: int, block: int) -> list[tuple[int, int]]:
+  """(start, end) of each block of `block` queries in a row of `length` (block 0: one)."""
+  block = block or length
+  return [(start, min(start + block, length)) for start in range(0, length, block)]
+
+
+def attend_causal_blocks(kernel, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+                         bias: jax.Array | None, block: int) -> jax.Array:
+  """`kernel(q, k, v, mask, bias)` a block of `block` queries at a time, each block over
+  the keys up to its last query only.
+
+  q [B, T, N, H]; k, v [B, T, K, H]; mask [B, 1, T, T]; bias [B or 1, N, T, T] or None.
+  Returns [B, T, N, H]. Exact (up to float rounding) when `mask` lets no query see a later
+  key, as in causal self-attention without a prefix: the keys left out are all masked.
+  Blocks of 128 over T = 1024 compute 56% of the whole-row scores.
+  """
+  outs = []
+  for start, end in causal_block_bounds(q.shape[1], block):
+    rows, keys = slice(start, end), slice(0, end)
+    outs.append(kernel(q[:, rows], k[:, keys], v[:, keys], mask[:, :, rows, keys],
+                       None if bias is None else bias[:, :, rows, keys]))
+  # [B, T, N, H]
+  return jnp.concatenate(outs, axis=1)
+
+
 class Attention(nnx.Module):
   """Queries [D, N, H]; keys and values [D, K, H] with K dividing N; output [N, H, D].
 
@@ -101,7 +126,8 @@ class Attention(nnx.Module):
     return k, v
 
   def __call__(self, x: jax.Array, kv, mask: jax.Array, *, bias=None, rotary_positions=None,
-               rotary_base: float = 10_000.0, cache: tuple | None = None, cache_slots=None):
+               rotary_base: float = 10_000.0, cache: tuple | None = None, cache_slots=None,
+               causal_block: int = 0):
     """x: [B, T, D] queries; kv: [B, S, D] keys and values (x itself for self-attention),
     or their projections (k, v) computed once by `project_kv` (cross-attention decoding).
 
@@ -110,6 +136,8 @@ class Attention(nnx.Module):
     cache: for decoding, (key, value) [B, C, K, H]: this call's keys and values are
     written at `cache_slots` [B, T] and the queries attend over all C slots (mask
     and bias then end in C); returns (output, updated cache) instead of output.
+    causal_block: if nonzero, `mask` is causal self-attention's (no query sees a later
+    key) and the queries go in blocks of this many over only the keys they can see.
     """
     cast = lambda w: w[...].astype(self.dtype)
     # [B, T, D] -> [B, T, N, H]; [B, S, D] -> [B, S, K, H]
@@ -121,12 +149,16 @@ class Attention(nnx.Module):
     if cache is not None:
       k, v = cache = (write_slots(cache[0], k, cache_slots), write_slots(cache[1], v, cache_slots))
     # Grouped heads are handled inside: N query heads share K key/value heads.
-    # [B, T, N, H]
     if self.implementation == "einsum":
-      out = attend(q, k, v, mask, bias, self.scale)
+      kernel = lambda q, k, v, mask, bias: attend(q, k, v, mask, bias, self.scale)
     else:  # jax.nn's, which takes cuDNN's fused kernel on NVIDIA GPUs where it applies
-      out = jax.nn.dot_product_attention(q, k, v, None if bias is None else bias.astype(q.dtype),
-                                         mask, scale=self.scale)
+      kernel = lambda q, k, v, mask, bias: jax.nn.dot_product_attention(
+          q, k, v, None if bias is None else bias.astype(q.dtype), mask, scale=self.scale)
+    # [B, T, N, H]
+    if causal_block and cache is None:
+      out = attend_causal_blocks(kernel, q, k, v, mask, bias, causal_block)
+    else:
+      out = kernel(q, k, v, mask, bias)
     # [B, T, N, H] -> [B, T, D]
     y = add_bias(jnp.einsum("BTNH,NHD->BTD", out, cast(self.out)), self.out_bias)
     return y if cache is None else (y, cache)

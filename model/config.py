@@ -35,6 +35,7 @@ class ModelConfig:
   norm_eps: float = 1e-5
   norm_grad_barrier: bool = True
   attention: str = "einsum"
+  causal_block: int = 128
   activation: str = "gelu"
   use_bias: bool = True
   tie_embeddings: bool = True
@@ -70,7 +71,7 @@ def check(cfg: ModelConfig, families) -> None:
                 "max_length"):
     if getattr(cfg, field) < 1:
       fail(field, "must be a positive integer")
-  for field in ("num_kv_heads", "num_decoder_layers", "num_token_types"):
+  for field in ("num_kv_heads", "num_decoder_layers", "num_token_types", "causal_block"):
     if getattr(cfg, field) < 0:
       fail(field, "must be >= 0")
   if not 0.0 <= cfg.dropout_rate < 1.0:

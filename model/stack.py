@@ -33,6 +33,7 @@ class Context(NamedTuple):
   encoded: jax.Array | None = None  # [B, S, D] encoder output, for cross-attention
   cross_mask: jax.Array | None = None  # [B, 1, T, S]
   cache_slots: jax.Array | None = None  # [B, T] decoding: cache slots of these tokens
+  causal_block: int = 0  # self-attention's query block when `mask` is causal (0: whole rows)
 
 
 def dtypes(cfg) -> dict:
@@ -75,7 +76,7 @@ class Block(nnx.Module):
       out = self.self_attn(h, h, ctx.mask, bias=ctx.bias, rotary_positions=ctx.rotary_positions,
                            rotary_base=self.rotary_base,
                            cache=None if cache is None else (cache["key"], cache["value"]),
-                           cache_slots=ctx.cache_slots)
+                           cache_slots=ctx.cache_slots, causal_block=ctx.causal_block)
       if cache is None:
         return out
       out, (new_cache["key"], new_cache["value"]) = out
@@ -104,6 +105,7 @@ class Stack(nnx.Module):
 
   def __init__(self, cfg, num_layers: int, *, causal: bool, cross: bool, rngs: nnx.Rngs):
     self.causal, self.position = causal, cfg.position
+    self.causal_block = cfg.causal_block
     self.num_layers, self.scan = num_layers, cfg.scan_layers
     self.remat_policy = cfg.remat
     self.positions = (LearnedPositions(cfg.max_length, cfg.embed_dim, rngs=rngs, **dtypes(cfg))
@@ -163,7 +165,9 @@ class Stack(nnx.Module):
         encoded=encoded,
         cross_mask=(None if encoder_segment_ids is None
                     else segment_mask(segment_ids, encoder_segment_ids, causal=False)),
-        cache_slots=None if cache is None else positions)
+        cache_slots=None if cache is None else positions,
+        # A prefix's keys are visible from earlier queries, so its rows go whole.
+        causal_block=self.causal_block if self.causal and prefix is None else 0)
     x, cache = self._run_layers(x, ctx, None if rngs is None else rngs.dropout(), cache)
     x = x if self.final_norm is None else self.final_norm(x)
     return x if cache is None else (x, cache)

@@ -31,6 +31,7 @@ VARIANTS = {
     "grouped_query": dict(num_kv_heads=2),
     "untied_no_bias": dict(tie_embeddings=False, use_bias=False, scale_attention=False),
     "scan_remat": dict(scan_layers=True, remat="full"),
+    "causal_blocks": dict(causal_block=6),  # rows of 20-24: blocks of 6, the last shorter
     "bfloat16": dict(dtype="bfloat16"),
 }
 # fp32 logits of the same tokens through differently shaped (packed vs single) rows:
@@ -210,16 +211,41 @@ def test_parameter_count_matches_the_architecture_formula():
   assert count_params(cfg) == v * d + t * d + l * per_layer + 2 * d
 
 
+@pytest.mark.parametrize("family", ["decoder", "encoder_decoder"])
+def test_causal_blocks_equal_whole_rows(family):
+  """Causal self-attention in query blocks over the keys each block can see computes what
+  whole rows do: logits and gradients agree to float32 rounding (tolerance as in the
+  packing test: only the order of sums differs)."""
+  _, tokens, positions, segments = packed_row(np.random.default_rng(5), 61, (11, 8), 5)
+  row = lambda a: jnp.asarray(a)[None]
+  inputs = [row(tokens), row(positions), row(segments)]
+  inputs += inputs if family == "encoder_decoder" else []
+
+  def logits_and_grads(causal_block):
+    graphdef, params = nnx.split(build_model(make_cfg(family, causal_block=causal_block), 6),
+                                 nnx.Param)
+    logits = lambda p: nnx.merge(graphdef, p)(*inputs)
+    return logits(params), jax.grad(lambda p: (logits(p) ** 2).mean())(params)
+
+  (whole, whole_grads), (blocked, blocked_grads) = logits_and_grads(0), logits_and_grads(7)
+  np.testing.assert_allclose(blocked, whole, rtol=2e-5, atol=2e-5)
+  scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(whole_grads))
+  for a, b in zip(jax.tree.leaves(whole_grads), jax.tree.leaves(blocked_grads)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("causal_block", [0, 16])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_flop_count_matches_the_compiled_forward(family):
-  """Our matmul count against XLA's count of the compiled forward pass.
+def test_flop_count_matches_the_compiled_forward(family, causal_block):
+  """Our matmul count against XLA's count of the compiled forward pass, with causal
+  self-attention over whole rows (0) or in blocks of 16 queries.
 
   XLA also counts softmax, norms and activations, which our count leaves out:
   with ReLU they are under 1% of the total here (an erf GELU costs ~60 FLOPs
   per element on CPU and would hide a missing matmul in a looser bound).
   """
   cfg = make_cfg(family, embed_dim=256, num_heads=4, head_dim=64, mlp_dim=1024, vocab_size=512,
-                 max_length=64, activation="relu")
+                 max_length=64, activation="relu", causal_block=causal_block)
   graphdef, params = nnx.split(nnx.eval_shape(lambda: build_model(cfg, 0)), nnx.Param)
   row = jax.ShapeDtypeStruct((1, 64), jnp.int32)
   inputs = {name: row for name in graphdef_inputs(family)}

@@ -8,7 +8,7 @@ from unittest import mock
 import pytest
 
 from model import model_config
-from tools import benchmark
+from tools import benchmark, profile_step
 from train import objectives, validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,3 +74,17 @@ def test_profile_step_accounts_for_the_step_by_kind(tmp_path):
       kinds[cells[0]] = float(cells[2][:-1])
   assert "vocabulary projection and loss" in kinds and "projection and MLP matmuls" in kinds
   assert sum(kinds.values()) == pytest.approx(100, abs=0.5)
+
+
+def test_profile_kinds_know_causal_blocks():
+  """Score matrices of causal blocks ([..., 128, 896] at length 1024) count as attention
+  scores, whatever the stacking of layers in front; the attention einsums as its matmuls."""
+  config = benchmark.load_config("gpt_small")
+  scores = profile_step.score_shapes(config)
+  assert {(1024, 1024), (128, 128), (128, 896), (128, 1024)} <= scores
+  kind = lambda shape, op="jvp()/exp": profile_step.kind(shape, op, 50257, scores)
+  assert kind("f32[12,2,12,128,896]{4,3,2,1,0}") == "attention scores (softmax, masks)"
+  assert kind("f32[2,12,128,640]") == "attention scores (softmax, masks)"
+  assert kind("f32[2,12,128,100]") == "norms, activations, residuals, optimizer"
+  assert kind("f32[2,12,128,64]", "jvp()/BKQS,BSKH->BKQH/dot_general") == "attention matmuls"
+  assert kind("f32[2048,50257]") == "vocabulary projection and loss"

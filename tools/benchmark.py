@@ -286,6 +286,8 @@ VARIANTS = (
     Variant("norm gradient barrier", "gpt_tiny", off=_model(norm_grad_barrier=False)),
     Variant("norm gradient barrier", "bert_tiny", off=_model(norm_grad_barrier=False)),
     Variant("norm gradient barrier", "t5_tiny", off=_model(norm_grad_barrier=False)),
+    Variant("causal attention in blocks of 128 queries (off: whole rows)", "gpt_tiny",
+            off=_model(causal_block=0)),
     Variant("tanh GELU (off: erf GELU)", "gpt_tiny", off=_model(activation="gelu")),
     Variant("loss in chunks of 64 positions (off: whole rows)", "gpt_tiny",
             on=_train(loss_chunk=64)),

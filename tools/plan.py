@@ -27,6 +27,7 @@ from jax.sharding import AbstractMesh
 from ml_collections import config_flags
 
 from model import model_config
+from model.attention import causal_block_bounds
 from model.layers import ACTIVATIONS
 from tools import aot_compile
 from train import cli, objectives, optim, sharding
@@ -77,7 +78,7 @@ def _divided(n: int, t: int) -> float:
 
 
 def stack_activation_bytes(cfg, remat: str, rows: int, length: int, tensor: int,
-                           layers: int, cross_length: int = 0) -> float:
+                           layers: int, cross_length: int = 0, causal: bool = False) -> float:
   """Bytes one chip keeps for the backward pass of one stack, plus one layer's working set.
 
   Counts the tensors a layer makes ([rows, length, ...]; heads, MLP width split
@@ -89,6 +90,7 @@ def stack_activation_bytes(cfg, remat: str, rows: int, length: int, tensor: int,
   T5-XL and a 1.3B GPT under data, fsdp and tensor layouts, the estimate came
   out between 0.6x (tensor-parallel T5, whose replicated [T, D] activations
   XLA keeps more copies of) and 1.6x (tensor-parallel GPT at 64 rows per chip).
+  `causal` self-attention keeps scores only for the key blocks it computes.
   """
   c = np.dtype(cfg.dtype).itemsize
   d, h, t, s = cfg.embed_dim, cfg.head_dim, length, length
@@ -96,18 +98,19 @@ def stack_activation_bytes(cfg, remat: str, rows: int, length: int, tensor: int,
   f, gated = _divided(cfg.mlp_dim, tensor), ACTIVATIONS[cfg.activation][1]
   up = (2 if gated else 1) * f * t * c  # wi (and wi_linear) outputs
 
-  def attention(keys):
+  def attention(keys, pairs):
     projections = (2 * n * h * t + 2 * k * h * keys) * c  # q, attention output; k, v
-    scores = n * t * keys * c  # the QK^T matmul output
-    softmax = n * t * keys * (4 + c)  # float32 softmax and the bf16 probabilities
+    scores = n * pairs * c  # the QK^T matmul output
+    softmax = n * pairs * (4 + c)  # float32 softmax and the bf16 probabilities
     return projections, scores, softmax
 
-  proj, scores, softmax = attention(s)
+  blocks = causal_block_bounds(t, cfg.causal_block if causal else 0)
+  proj, scores, softmax = attention(s, sum((end - start) * end for start, end in blocks))
   every = 10 * d * t * c + proj + scores + softmax + up + (2 if gated else 1) * f * t * c
   dots = 3 * d * t * c + proj + scores + up
   no_batch = 3 * d * t * c + proj - n * h * t * c + up
   if cross_length:
-    cproj, cscores, csoftmax = attention(cross_length)
+    cproj, cscores, csoftmax = attention(cross_length, t * cross_length)
     every += 3 * d * t * c + cproj + cscores + csoftmax
     dots += 2 * d * t * c + cproj + cscores
     no_batch += 2 * d * t * c + cproj - n * h * t * c
@@ -127,9 +130,11 @@ def activation_bytes(config: ml_collections.ConfigDict, rows: int, tensor: int) 
   if cfg.family == "encoder_decoder":
     total = (stack_activation_bytes(cfg, cfg.remat, rows, encoder_length, tensor, cfg.num_layers)
              + stack_activation_bytes(cfg, cfg.remat, rows, length, tensor, cfg.decoder_layers,
-                                      cross_length=encoder_length))
+                                      cross_length=encoder_length, causal=True))
   else:
-    total = stack_activation_bytes(cfg, cfg.remat, rows, length, tensor, cfg.num_layers)
+    causal = cfg.family == "decoder" and config.objective != "prefix_lm"
+    total = stack_activation_bytes(cfg, cfg.remat, rows, length, tensor, cfg.num_layers,
+                                   causal=causal)
   # Logits [rows, positions alive at once, V] in float32, their log-softmax and gradient, and
   # the matmul output: the scored positions (train/loss.py), or a chunk of them.
   alive = config.train.loss_chunk or objectives.scored_length(config)

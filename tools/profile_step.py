@@ -20,6 +20,7 @@ import re
 import jax
 from absl import app, flags
 
+from model.attention import causal_block_bounds
 from tools import benchmark
 
 _CONFIG = flags.DEFINE_string("config", "gpt_tiny", "A config name under configs/ or a file.")
@@ -55,15 +56,27 @@ def op_seconds(trace_dir: str, names) -> collections.Counter:
   return total
 
 
-def kind(shape: str, op_name: str, vocab_size: int, lengths: tuple[int, ...]) -> str:
-  """What part of the model an op belongs to, from its output shape and JAX op."""
+def score_shapes(config) -> set[tuple[int, int]]:
+  """(queries, keys) of every attention score matrix the step makes: whole rows of each
+  pair of row lengths, and each causal block (model/attention.causal_block_bounds)."""
+  lengths = benchmark.lengths(config)
+  shapes = {(t, s) for t in lengths for s in lengths}
+  for length in lengths:
+    shapes |= {(end - start, end)
+               for start, end in causal_block_bounds(length, config.model.causal_block)}
+  return shapes
+
+
+def kind(shape: str, op_name: str, vocab_size: int, scores: set[tuple[int, int]]) -> str:
+  """What part of the model an op belongs to, from its output shape and JAX op;
+  `scores` holds the (queries, keys) shapes of attention scores (`score_shapes`)."""
   dims = [int(d) for d in re.findall(r"\d+", shape.split("{")[0].split("[", 1)[-1])]
   if vocab_size in dims:
     return "vocabulary projection and loss"
-  if len(dims) >= 4 and dims[-1] in lengths and dims[-2] in lengths:
-    return "attention scores (softmax, masks)"
-  if "BNTS" in op_name or "BTNH,BSNH" in op_name:
+  if "BKQH,BSKH->BKQS" in op_name or "BKQS,BSKH->BKQH" in op_name:  # model/attention.attend
     return "attention matmuls"
+  if len(dims) >= 4 and tuple(dims[-2:]) in scores:
+    return "attention scores (softmax, masks)"
   if "dot_general" in op_name:
     return "projection and MLP matmuls"
   return "norms, activations, residuals, optimizer"
@@ -83,10 +96,10 @@ def main(argv):
   seconds = op_seconds(_TRACE_DIR.value, ops)
   per_step = {name: s / _STEPS.value for name, s in seconds.items()}
   total = sum(per_step.values())
-  lengths = benchmark.lengths(config)
+  scores = score_shapes(config)
   by_kind = collections.Counter()
   for name, s in per_step.items():
-    by_kind[kind(*ops[name], config.data.vocab_size, lengths)] += s
+    by_kind[kind(*ops[name], config.data.vocab_size, scores)] += s
   print(f"{_CONFIG.value}: {wall * 1e3:.1f} ms per traced step; ops sum to {total * 1e3:.1f} ms "
         "(ops on two threads can overlap; tracing slows the step)\n")
   print("| kind | ms per step | share |\n|---|---|---|")

@@ -58,7 +58,7 @@ def model_flops_per_step(config: ml_collections.ConfigDict) -> float:
   """Training FLOPs of one step on the global batch, by the model's own count (for MFU)."""
   return config.train.batch_size * train_flops_per_row(
       model_config(config), *objectives.row_lengths(config),
-      scored=objectives.make(config).max_scored)
+      scored=objectives.make(config).max_scored, prefix=config.objective == "prefix_lm")
 
 
 def _nll_and_sums(params, graphdef, batch, key, scoring):
