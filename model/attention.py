@@ -72,6 +72,12 @@ def causal_block_bounds(length: int, block: int) -> list[tuple[int, int]]:
   return [(start, min(start + block, length)) for start in range(0, length, block)]
 
 
+def causal_block_pairs(length: int, block: int) -> int:
+  """Query-key pairs whose scores `attend_causal_blocks` computes over a row of `length`
+  (block 0: all length * length)."""
+  return sum((end - start) * end for start, end in causal_block_bounds(length, block))
+
+
 def attend_causal_blocks(kernel, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
                          bias: jax.Array | None, block: int) -> jax.Array:
   """`kernel(q, k, v, mask, bias)` a block of `block` queries at a time, each block over

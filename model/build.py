@@ -5,7 +5,7 @@ import numpy as np
 from flax import nnx
 
 from model import config as config_lib
-from model.attention import causal_block_bounds
+from model.attention import causal_block_pairs
 from model.config import ModelConfig
 from model.decoder import Decoder
 from model.encoder import Encoder
@@ -50,8 +50,7 @@ def _layer_forward_flops(cfg: ModelConfig, length: int, cross_length: int = 0,
     projections = queries * (2 * d * n * h) + keys * (2 * d * k * h)
     return 2 * projections + 4 * pairs * n * h
 
-  blocks = causal_block_bounds(length, cfg.causal_block if causal else 0)
-  self_pairs = sum((end - start) * end for start, end in blocks)
+  self_pairs = causal_block_pairs(length, cfg.causal_block if causal else 0)
   flops = attention(length, length, self_pairs) + 2 * length * mlp_matrices * d * f
   if cross_length:
     flops += attention(length, cross_length, length * cross_length)

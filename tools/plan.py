@@ -27,7 +27,7 @@ from jax.sharding import AbstractMesh
 from ml_collections import config_flags
 
 from model import model_config
-from model.attention import causal_block_bounds
+from model.attention import causal_block_pairs
 from model.layers import ACTIVATIONS
 from tools import aot_compile
 from train import cli, objectives, optim, sharding
@@ -104,8 +104,7 @@ def stack_activation_bytes(cfg, remat: str, rows: int, length: int, tensor: int,
     softmax = n * pairs * (4 + c)  # float32 softmax and the bf16 probabilities
     return projections, scores, softmax
 
-  blocks = causal_block_bounds(t, cfg.causal_block if causal else 0)
-  proj, scores, softmax = attention(s, sum((end - start) * end for start, end in blocks))
+  proj, scores, softmax = attention(s, causal_block_pairs(t, cfg.causal_block if causal else 0))
   every = 10 * d * t * c + proj + scores + softmax + up + (2 if gated else 1) * f * t * c
   dots = 3 * d * t * c + proj + scores + up
   no_batch = 3 * d * t * c + proj - n * h * t * c + up
