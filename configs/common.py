@@ -13,7 +13,6 @@ import ml_collections
 DEFAULT_RULES = (
     ("batch", ("data", "fsdp")),
     ("length", None),
-    ("kv_length", None),
     ("embed", "fsdp"),
     ("heads", "tensor"),
     ("kv_heads", "tensor"),
@@ -94,7 +93,6 @@ def base_config():
   c.model.tie_embeddings = True  # output projection = input embedding
   c.model.scale_attention = True  # 1/sqrt(head_dim) on logits; T5 folds it into the init
   c.model.num_token_types = 0  # encoder only: BERT's segment A/B embeddings (2)
-  c.model.pooler = False  # encoder only: tanh layer on the first token, for classification
   c.model.dropout_rate = 0.0
   c.model.dtype = "float32"  # compute dtype
   c.model.param_dtype = "float32"
@@ -122,6 +120,12 @@ def base_config():
   # Logits for this many positions per row at a time, recomputed for the gradient, so no
   # whole [batch, length, vocab] tensor is kept (0: all at once). Must divide the length.
   c.train.loss_chunk = 0
+  # Masked LM: project only the positions the objective can select onto the vocabulary
+  # (False: every position; the same loss, slower: docs/performance.md).
+  c.train.score_selected_only = True
+  # Token accuracy from the max that the loss's logsumexp takes (False: a separate argmax
+  # pass; the same counts up to ties, slower: docs/performance.md).
+  c.train.accuracy_from_max = True
   c.train.num_steps = 500
   c.train.log_every = 25
   c.train.eval_every = 100

@@ -33,8 +33,9 @@ def get_config():
   c.model.dtype = "bfloat16"  # compute; params and AdamW moments stay float32
   c.model.scan_layers = True
   c.model.remat = "full"  # keep each layer's input only; recompute the rest going backward
-  # Pure data parallel: v5p's HBM holds the whole state, and FSDP needs activation sharding
-  # constraints the model does not have yet (without them XLA gathers the whole batch).
+  # Pure data parallel: v5p's HBM holds the whole state, so no weights need gathering.
+  # FSDP layouts fit too (activations are pinned at block boundaries): `tools.plan`
+  # compares them, and docs/performance.md has the compiled memory.
   c.mesh.data = -1
   c.mesh.fsdp = 1
   c.mesh.tensor = 1

@@ -36,8 +36,8 @@ def get_config():
   c.model.dtype = "bfloat16"  # compute; params and AdamW moments stay float32
   c.model.scan_layers = True
   c.model.remat = "full"  # keep each layer's input only; recompute the rest going backward
-  # Tensor parallelism, not FSDP: the model does not constrain activations yet, and with
-  # fsdp > 1 XLA then gathers the whole batch on every chip (43 GiB of temporaries here).
+  # Tensor parallelism over one side of the torus. FSDP over it fits in less memory
+  # (what `tools.plan` proposes; docs/performance.md has both layouts compiled).
   c.mesh.data = -1
   c.mesh.fsdp = 1
   c.mesh.tensor = 16  # one side of the 16x16 torus; 32 heads, 5120 MLP, 32128 vocab divide

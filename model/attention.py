@@ -131,24 +131,27 @@ class Attention(nnx.Module):
     v = add_bias(jnp.einsum("BSD,DKH->BSKH", kv, cast(self.value)), self.value_bias)
     return k, v
 
-  def __call__(self, x: jax.Array, kv, mask: jax.Array, *, bias=None, rotary_positions=None,
-               rotary_base: float = 10_000.0, cache: tuple | None = None, cache_slots=None,
-               causal_block: int = 0):
-    """x: [B, T, D] queries; kv: [B, S, D] keys and values (x itself for self-attention),
-    or their projections (k, v) computed once by `project_kv` (cross-attention decoding).
+  def __call__(self, x: jax.Array, kv: jax.Array | None, mask: jax.Array, *,
+               projected_kv: tuple[jax.Array, jax.Array] | None = None, bias=None,
+               rotary_positions=None, rotary_base: float = 10_000.0, cache: tuple | None = None,
+               cache_slots=None, causal_block: int = 0) -> tuple[jax.Array, tuple | None]:
+    """(output [B, T, D], cache) for queries x [B, T, D] over kv [B, S, D], the source of
+    keys and values (x itself for self-attention).
 
-    mask: [B, 1, T, S] boolean; bias: optional [B, N, T, S] added to the logits;
-    rotary_positions: optional ([B, T], [B, S]) positions of queries and keys.
+    projected_kv: instead of kv (None then), its (keys, values) from `project_kv`,
+    computed once (cross-attention decoding). mask: [B, 1, T, S] boolean; bias:
+    optional [B, N, T, S] added to the logits; rotary_positions: optional
+    ([B, T], [B, S]) positions of queries and keys.
     cache: for decoding, (key, value) [B, C, K, H]: this call's keys and values are
     written at `cache_slots` [B, T] and the queries attend over all C slots (mask
-    and bias then end in C); returns (output, updated cache) instead of output.
+    and bias then end in C); the cache returned is the updated one, else None.
     causal_block: if nonzero, `mask` is causal self-attention's (no query sees a later
     key) and the queries go in blocks of this many over only the keys they can see.
     """
     cast = lambda w: w[...].astype(self.dtype)
     # [B, T, D] -> [B, T, N, H]; [B, S, D] -> [B, S, K, H]
     q = add_bias(jnp.einsum("BTD,DNH->BTNH", x, cast(self.query)), self.query_bias)
-    k, v = kv if isinstance(kv, tuple) else self.project_kv(kv)
+    k, v = self.project_kv(kv) if projected_kv is None else projected_kv
     if rotary_positions is not None:
       q = apply_rotary(q, rotary_positions[0], rotary_base)
       k = apply_rotary(k, rotary_positions[1], rotary_base)
@@ -167,7 +170,7 @@ class Attention(nnx.Module):
       out = kernel(q, k, v, mask, bias)
     # [B, T, N, H] -> [B, T, D]
     y = add_bias(jnp.einsum("BTNH,NHD->BTD", out, cast(self.out)), self.out_bias)
-    return y if cache is None else (y, cache)
+    return y, cache
 
 
 def write_slots(cache: jax.Array, new: jax.Array, slots: jax.Array) -> jax.Array:

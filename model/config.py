@@ -8,6 +8,9 @@ from model.positions import POSITIONS
 from model.stack import REMAT_POLICIES
 
 DTYPES = ("float32", "bfloat16", "float16")
+# Fields the project no longer has, with the value that meant what the code does now: a
+# config saved before (a workdir's, a converted checkpoint's) still loads.
+REMOVED = {"pooler": False}
 CHOICES = {"position": POSITIONS, "norm": tuple(NORMS), "norm_position": ("pre", "post"),
            "activation": tuple(ACTIVATIONS), "remat": tuple(REMAT_POLICIES), "dtype": DTYPES,
            "param_dtype": DTYPES, "attention": ("einsum", "jax_nn")}
@@ -41,7 +44,6 @@ class ModelConfig:
   tie_embeddings: bool = True
   scale_attention: bool = True
   num_token_types: int = 0
-  pooler: bool = False
   dropout_rate: float = 0.0
   dtype: str = "float32"
   param_dtype: str = "float32"
@@ -76,14 +78,12 @@ def check(cfg: ModelConfig, families) -> None:
       fail(field, "must be >= 0")
   if not 0.0 <= cfg.dropout_rate < 1.0:
     fail("dropout_rate", "must be in [0, 1)")
-  if cfg.family != "encoder_decoder" and cfg.num_decoder_layers:
-    fail("num_decoder_layers", "is only for family 'encoder_decoder'")
-  if cfg.family != "encoder" and (cfg.num_token_types or cfg.pooler):
-    fail("num_token_types" if cfg.num_token_types else "pooler", "is only for family 'encoder'")
-  if cfg.family == "lstm":
-    # An LSTM reads embed_dim, mlp_dim (its cell width), num_layers, norm,
-    # norm_eps and the embedding, bias, dropout, dtype, remat and scan settings;
-    # the attention and position settings do not apply to it.
+  family = families[cfg.family]
+  for owner, cls in families.items():
+    for field in cls.OWN_SETTINGS:
+      if owner != cfg.family and field not in family.OWN_SETTINGS and getattr(cfg, field):
+        fail(field, f"is only for family {owner!r}")
+  if not family.USES_ATTENTION:
     return
   if cfg.embed_dim % cfg.num_heads:
     fail("num_heads", f"must divide config.model.embed_dim={cfg.embed_dim}")
@@ -102,14 +102,20 @@ def check(cfg: ModelConfig, families) -> None:
 def from_config(config: ml_collections.ConfigDict, families) -> ModelConfig:
   """ModelConfig from `config.model` (+ the tokenizer's `config.data.vocab_size`), checked."""
   m = config.model
+  for field, value in REMOVED.items():
+    if field in m and m[field] != value:
+      raise ValueError(f"config.model.{field}={m[field]!r}: the field was removed; only "
+                       f"{value!r}, what the code does now, is accepted (from older configs)")
   fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
-  unknown = sorted(set(m.keys()) - fields)
+  unknown = sorted(set(m.keys()) - fields - set(REMOVED))
   if unknown:
     raise ValueError(f"config.model.{unknown[0]} is not a model setting; "
                      f"known: {sorted(fields)}")
-  cfg = ModelConfig(vocab_size=config.data.vocab_size, **{k: m[k] for k in m.keys()})
+  cfg = ModelConfig(vocab_size=config.data.vocab_size,
+                    **{k: m[k] for k in m.keys() if k not in REMOVED})
   check(cfg, families)
-  if cfg.family != "lstm" and cfg.position == "learned" and cfg.max_length < config.data.seq_len:
+  if (families[cfg.family].USES_ATTENTION and cfg.position == "learned"
+      and cfg.max_length < config.data.seq_len):
     raise ValueError(f"config.model.max_length={cfg.max_length} is shorter than "
                      f"config.data.seq_len={config.data.seq_len}; raise max_length")
   return cfg

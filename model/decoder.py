@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from model import cost
 from model.layers import Embed, OutputHead
 from model.stack import Stack, dtypes
 
@@ -21,6 +22,21 @@ class Decoder(nnx.Module):
 
   INPUTS = ("inputs", "positions", "segment_ids")
   OPTIONAL_INPUTS = ("prefix",)  # prefix LM: positions read bidirectionally
+  GENERATION = "continuation"  # model/decoding.py continues a prompt
+  USES_ATTENTION = True  # reads the attention and position settings
+  OWN_SETTINGS = ()  # config.model fields only this family reads
+
+  @staticmethod
+  def stacks(cfg, length: int, encoder_length: int = 0, prefix: bool = False):
+    """Its stack over a training row; a prefix-LM row reads its self-attention whole."""
+    del encoder_length
+    return (cost.StackShape("num_layers", cfg.num_layers, length, causal=not prefix),)
+
+  @classmethod
+  def forward_flops(cls, cfg, length: int, encoder_length: int = 0, scored: int = 0,
+                    prefix: bool = False) -> float:
+    return (cost.stacks_forward_flops(cfg, cls.stacks(cfg, length, encoder_length, prefix))
+            + cost.output_flops(cfg, scored or length))
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     self.cache_shape = (cfg.kv_heads, cfg.head_dim, jnp.dtype(cfg.dtype))
@@ -30,21 +46,28 @@ class Decoder(nnx.Module):
                            **dtypes(cfg))
 
   def __call__(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array,
-               prefix: jax.Array | None = None, *, rngs: nnx.Rngs | None = None,
-               cache: dict | None = None):
+               prefix: jax.Array | None = None, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     """Logits [B, T, V] for inputs, positions, segment_ids (and a prefix-LM prefix) [B, T];
-    dropout only if rngs given. With a `cache` (see `init_cache`): (logits, cache)."""
-    # [B, T] -> [B, T, D]
-    out = self.stack(self.embed(inputs), positions, segment_ids, prefix=prefix, rngs=rngs,
-                     cache=cache)
-    x, cache = out if cache is not None else (out, None)
-    logits = self.logits(x)
-    return logits if cache is None else (logits, cache)
+    dropout only if rngs given."""
+    return self.logits(self.hidden(inputs, positions, segment_ids, prefix, rngs=rngs))
 
   def hidden(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array,
              prefix: jax.Array | None = None, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     """The states [B, T, D] that `logits` projects, for the same inputs as __call__."""
-    return self.stack(self.embed(inputs), positions, segment_ids, prefix=prefix, rngs=rngs)
+    # [B, T] -> [B, T, D]
+    x, _ = self.stack(self.embed(inputs), positions, segment_ids, prefix=prefix, rngs=rngs)
+    return x
+
+  def decode(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array, *,
+             cache: dict | None = None) -> tuple[jax.Array, dict | None]:
+    """(logits [B, T, V], cache) for inputs, positions, segment_ids [B, T].
+
+    Decoding: their keys and values go into a `cache` from `init_cache`, which they
+    attend over and which comes back updated (None: no cache, None back).
+    """
+    # [B, T] -> [B, T, D]
+    x, cache = self.stack(self.embed(inputs), positions, segment_ids, cache=cache)
+    return self.logits(x), cache
 
   def logits(self, x: jax.Array) -> jax.Array:
     # [..., D] -> [..., V]

@@ -43,23 +43,26 @@ def choose(logits: jax.Array, key, temperature: float, top_k: int, top_p: float)
   return jax.random.categorical(key, filter_logits(logits / temperature, top_k, top_p))
 
 
-# ---------------------------------------------------------------- per family: prefill and step
-def _decoder_start(model, prompts, lengths, max_new_tokens):
-  """(logits [B, V] for the first new token, cache, positions [B] of the first new token)."""
+# ---------------------------------------------------------------- per kind: prefill and step
+def _continuation_start(model, prompts, lengths, max_new_tokens):
+  """(logits [B, V] for the first new token, cache, positions [B] of the first new token,
+  None: no encoder segments)."""
   batch, prompt_len = prompts.shape
   positions = jnp.broadcast_to(jnp.arange(prompt_len), prompts.shape)
   segments = (positions < lengths[:, None]).astype(jnp.int32)
   cache = model.init_cache(batch, prompt_len + max_new_tokens)
-  logits, cache = model(prompts, positions, segments, cache=cache)
-  return logits[jnp.arange(batch), lengths - 1], cache, lengths
+  logits, cache = model.decode(prompts, positions, segments, cache=cache)
+  return logits[jnp.arange(batch), lengths - 1], cache, lengths, None
 
 
-def _decoder_step(model, encoder_segment_ids, tokens, positions, cache):
+def _continuation_step(model, encoder_segment_ids, tokens, positions, cache):
   del encoder_segment_ids
-  return model(tokens[:, None], positions[:, None], jnp.ones_like(tokens)[:, None], cache=cache)
+  logits, cache = model.decode(tokens[:, None], positions[:, None],
+                               jnp.ones_like(tokens)[:, None], cache=cache)
+  return logits[:, 0], cache
 
 
-def _encoder_decoder_start(model, encoder_inputs, encoder_lengths, max_new_tokens):
+def _text_to_text_start(model, encoder_inputs, encoder_lengths, max_new_tokens):
   """Encodes once; the decoder starts from PAD at position 0, as in training."""
   batch, source_len = encoder_inputs.shape
   positions = jnp.broadcast_to(jnp.arange(source_len), encoder_inputs.shape)
@@ -68,22 +71,34 @@ def _encoder_decoder_start(model, encoder_inputs, encoder_lengths, max_new_token
   cache = model.init_cache(encoded, max_new_tokens + 1)
   start = jnp.full((batch,), PAD_ID, jnp.int32)
   zeros = jnp.zeros((batch,), jnp.int32)
-  logits, cache = _encoder_decoder_step(model, segments, start, zeros, cache)
+  logits, cache = _text_to_text_step(model, segments, start, zeros, cache)
   return logits, cache, zeros + 1, segments
 
 
-def _encoder_decoder_step(model, encoder_segment_ids, tokens, positions, cache):
+def _text_to_text_step(model, encoder_segment_ids, tokens, positions, cache):
   logits, cache = model.decode(None, encoder_segment_ids, tokens[:, None], positions[:, None],
                                jnp.ones_like(tokens)[:, None], cache=cache)
   return logits[:, 0], cache
 
 
+# model.GENERATION -> (start, step) of cached decoding.
+_DECODING = {"continuation": (_continuation_start, _continuation_step),
+             "text_to_text": (_text_to_text_start, _text_to_text_step)}
+
+
+def _generation(model) -> str:
+  """model.GENERATION, if it is one of those the functions below decode."""
+  if model.GENERATION not in _DECODING:
+    raise ValueError(f"this model (GENERATION={model.GENERATION!r}) does not generate "
+                     f"continuations; generate, beam_search and greedy_without_cache need "
+                     f"GENERATION 'continuation' or 'text_to_text' (mask filling: fill_masks)")
+  return model.GENERATION
+
+
 def _start(model, inputs, lengths, max_new_tokens):
-  """(first logits, cache, first new positions, encoder segments or None)."""
-  if hasattr(model, "encode"):
-    return _encoder_decoder_start(model, inputs, lengths, max_new_tokens)
-  logits, cache, positions = _decoder_start(model, inputs, lengths, max_new_tokens)
-  return logits, cache, positions, None
+  """(first logits [B, V], cache, first new positions [B], encoder segments or None)."""
+  start, _ = _DECODING[_generation(model)]
+  return start(model, inputs, lengths, max_new_tokens)
 
 
 def _step(graphdef, params, encoder_segment_ids, tokens, positions, cache):
@@ -94,10 +109,8 @@ def _step(graphdef, params, encoder_segment_ids, tokens, positions, cache):
   which scanned layers would then reject.
   """
   model = nnx.merge(graphdef, params)
-  if hasattr(model, "encode"):
-    return _encoder_decoder_step(model, encoder_segment_ids, tokens, positions, cache)
-  logits, cache = _decoder_step(model, None, tokens, positions, cache)
-  return logits[:, 0], cache
+  _, step = _DECODING[model.GENERATION]
+  return step(model, encoder_segment_ids, tokens, positions, cache)
 
 
 # ---------------------------------------------------------------- sampling and greedy
@@ -193,9 +206,9 @@ def greedy_without_cache(graphdef: nnx.GraphDef, params, inputs: jax.Array, leng
                          *, max_new_tokens: int):
   """Greedy decoding that reruns the whole sequence for every token: the exact reference
   for the cache. Returns (tokens [B, N], logits [B, N, V])."""
-  model = nnx.merge(graphdef, params)
+  text_to_text = _generation(nnx.merge(graphdef, params)) == "text_to_text"
   batch = inputs.shape[0]
-  if hasattr(model, "encode"):
+  if text_to_text:
     source_positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
     source_segments = (source_positions < lengths[:, None]).astype(jnp.int32)
     rows = jnp.full((batch, max_new_tokens + 1), PAD_ID, jnp.int32)
@@ -209,7 +222,7 @@ def greedy_without_cache(graphdef: nnx.GraphDef, params, inputs: jax.Array, leng
     params, rows, done = carry
     model = nnx.merge(graphdef, params)
     segments = (positions <= (starts + t)[:, None]).astype(jnp.int32)
-    if hasattr(model, "encode"):
+    if text_to_text:
       all_logits = model(inputs, source_positions, source_segments, rows, positions, segments)
     else:
       all_logits = model(rows, positions, segments)

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from model import cost
 from model.layers import Embed, OutputHead
 from model.stack import Stack, dtypes
 
@@ -27,6 +28,24 @@ class EncoderDecoder(nnx.Module):
   INPUTS = ("encoder_inputs", "encoder_positions", "encoder_segment_ids", "inputs", "positions",
             "segment_ids")
   OPTIONAL_INPUTS = ()
+  GENERATION = "text_to_text"  # model/decoding.py maps a source row to an output
+  USES_ATTENTION = True  # reads the attention and position settings
+  OWN_SETTINGS = ("num_decoder_layers",)  # config.model fields only this family reads
+
+  @staticmethod
+  def stacks(cfg, length: int, encoder_length: int = 0, prefix: bool = False):
+    """The encoder over its row (default: `length`), the decoder over `length`."""
+    del prefix  # an encoder-decoder's prefix is the encoder's row
+    source = encoder_length or length
+    return (cost.StackShape("num_layers", cfg.num_layers, source),
+            cost.StackShape("num_decoder_layers", cfg.decoder_layers, length,
+                            cross_length=source, causal=True))
+
+  @classmethod
+  def forward_flops(cls, cfg, length: int, encoder_length: int = 0, scored: int = 0,
+                    prefix: bool = False) -> float:
+    return (cost.stacks_forward_flops(cfg, cls.stacks(cfg, length, encoder_length, prefix))
+            + cost.output_flops(cfg, scored or length))
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     self.cache_shape = (cfg.kv_heads, cfg.head_dim, jnp.dtype(cfg.dtype))
@@ -41,23 +60,22 @@ class EncoderDecoder(nnx.Module):
   def encode(self, encoder_inputs: jax.Array, encoder_positions: jax.Array,
              encoder_segment_ids: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     # [B, S] -> [B, S, D]
-    return self.encoder(self.embed(encoder_inputs), encoder_positions, encoder_segment_ids,
-                        rngs=rngs)
+    encoded, _ = self.encoder(self.embed(encoder_inputs), encoder_positions, encoder_segment_ids,
+                              rngs=rngs)
+    return encoded
 
   def decode(self, encoded: jax.Array | None, encoder_segment_ids: jax.Array, inputs: jax.Array,
              positions: jax.Array, segment_ids: jax.Array, *, rngs: nnx.Rngs | None = None,
-             cache: dict | None = None):
-    """Logits [B, T, V] of decoder rows [B, T] given the encoder's output [B, S, D].
+             cache: dict | None = None) -> tuple[jax.Array, dict | None]:
+    """(logits [B, T, V], cache) of decoder rows [B, T] given the encoder's output [B, S, D].
 
-    With a `cache` from `init_cache` (which holds the encoder's projected keys and
-    values, so `encoded` may be None): (logits, cache).
+    `cache`: from `init_cache`, which holds the encoder's projected keys and values,
+    so `encoded` may be None; returned updated (None: no cache).
     """
     # [B, T] -> [B, T, D]
-    out = self.decoder(self.embed(inputs), positions, segment_ids, encoded=encoded,
-                       encoder_segment_ids=encoder_segment_ids, rngs=rngs, cache=cache)
-    x, cache = out if cache is not None else (out, None)
-    logits = self.logits(x)
-    return logits if cache is None else (logits, cache)
+    x, cache = self.decoder(self.embed(inputs), positions, segment_ids, encoded=encoded,
+                            encoder_segment_ids=encoder_segment_ids, rngs=rngs, cache=cache)
+    return self.logits(x), cache
 
   def logits(self, x: jax.Array) -> jax.Array:
     """Decoder states to vocabulary logits: [..., D] -> [..., V]."""
@@ -78,5 +96,6 @@ class EncoderDecoder(nnx.Module):
              segment_ids, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     """The decoder's states [B, T, D] that `logits` projects, for the same inputs as __call__."""
     encoded = self.encode(encoder_inputs, encoder_positions, encoder_segment_ids, rngs=rngs)
-    return self.decoder(self.embed(inputs), positions, segment_ids, encoded=encoded,
+    x, _ = self.decoder(self.embed(inputs), positions, segment_ids, encoded=encoded,
                         encoder_segment_ids=encoder_segment_ids, rngs=rngs)
+    return x

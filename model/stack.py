@@ -67,31 +67,30 @@ class Block(nnx.Module):
     self.dropout = nnx.Dropout(cfg.dropout_rate)
 
   def __call__(self, x: jax.Array, ctx: Context, *, rngs: nnx.Rngs | None = None,
-               cache: dict | None = None):
-    """x: [B, T, D] -> [B, T, D]. Decoding passes this layer's `cache` ({"key", "value":
-    [B, C, K, H]}, and "cross_key", "cross_value": [B, S, K, H]) and gets (x, cache) back."""
-    new_cache = {}
+               cache: dict | None = None) -> tuple[jax.Array, dict | None]:
+    """x: [B, T, D] -> (x [B, T, D], cache). Decoding passes this layer's `cache` ({"key",
+    "value": [B, C, K, H]}, and "cross_key", "cross_value": [B, S, K, H]) and gets it back
+    updated; without one the cache returned is None."""
+    self_cache = None if cache is None else (cache["key"], cache["value"])
 
     def self_attention(h):
-      out = self.self_attn(h, h, ctx.mask, bias=ctx.bias, rotary_positions=ctx.rotary_positions,
-                           rotary_base=self.rotary_base,
-                           cache=None if cache is None else (cache["key"], cache["value"]),
-                           cache_slots=ctx.cache_slots, causal_block=ctx.causal_block)
-      if cache is None:
-        return out
-      out, (new_cache["key"], new_cache["value"]) = out
+      nonlocal self_cache
+      out, self_cache = self.self_attn(
+          h, h, ctx.mask, bias=ctx.bias, rotary_positions=ctx.rotary_positions,
+          rotary_base=self.rotary_base, cache=self_cache, cache_slots=ctx.cache_slots,
+          causal_block=ctx.causal_block)
       return out
 
     x = self._residual(x, self.self_attn_norm, self_attention, rngs)
     if self.cross_attn is not None:
       # Decoding projects the encoder output once (Stack.cross_cache), not at every step.
-      kv = ctx.encoded if cache is None else (cache["cross_key"], cache["cross_value"])
-      x = self._residual(x, self.cross_attn_norm,
-                         lambda h: self.cross_attn(h, kv, ctx.cross_mask), rngs)
-      if cache is not None:
-        new_cache.update(cross_key=cache["cross_key"], cross_value=cache["cross_value"])
+      projected = None if cache is None else (cache["cross_key"], cache["cross_value"])
+      x = self._residual(x, self.cross_attn_norm, lambda h: self.cross_attn(
+          h, ctx.encoded, ctx.cross_mask, projected_kv=projected)[0], rngs)
     x = self._residual(x, self.mlp_norm, self.mlp, rngs)
-    return x if cache is None else (x, new_cache)
+    if cache is None:
+      return x, None
+    return x, dict(cache, key=self_cache[0], value=self_cache[1])
 
   def _residual(self, x, norm, sublayer, rngs):
     drop = lambda y: self.dropout(y, rngs=rngs, deterministic=rngs is None)
@@ -130,13 +129,14 @@ class Stack(nnx.Module):
   def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array, *,
                encoded: jax.Array | None = None, encoder_segment_ids: jax.Array | None = None,
                prefix: jax.Array | None = None, rngs: nnx.Rngs | None = None,
-               cache: dict | None = None):
-    """x: [B, T, D] embeddings; positions, segment_ids: [B, T]; encoded: [B, S, D];
-    prefix: optional [B, T], nonzero where a causal stack attends bidirectionally.
+               cache: dict | None = None) -> tuple[jax.Array, dict | None]:
+    """(hidden states [B, T, D], cache) of x: [B, T, D] embeddings; positions,
+    segment_ids: [B, T]; encoded: [B, S, D]; prefix: optional [B, T], nonzero where a
+    causal stack attends bidirectionally.
 
     Decoding (causal stacks): `cache` from `init_cache`; each row's tokens are
     written at their positions (slot = position) and attend to every filled
-    slot at or before their own. Returns (hidden states, cache) then.
+    slot at or before their own; the updated cache is returned. Without one: None.
     """
     # [B, T, D]
     if self.position == "learned":
@@ -169,8 +169,7 @@ class Stack(nnx.Module):
         # A prefix's keys are visible from earlier queries, so its rows go whole.
         causal_block=self.causal_block if self.causal and prefix is None else 0)
     x, cache = self._run_layers(x, ctx, None if rngs is None else rngs.dropout(), cache)
-    x = x if self.final_norm is None else self.final_norm(x)
-    return x if cache is None else (x, cache)
+    return (x if self.final_norm is None else self.final_norm(x)), cache
 
   def init_cache(self, batch: int, length: int, num_kv_heads: int, head_dim: int,
                  dtype) -> dict:
@@ -196,9 +195,9 @@ class Stack(nnx.Module):
   def _run_layers(self, x, ctx: Context, dropout_key, cache):
     """(x, cache) after every layer; per-layer cache entries have a leading layers axis."""
     def apply(block, x, key, layer_cache):
-      out = block(x, ctx, rngs=None if key is None else nnx.Rngs(dropout=key),
-                  cache=layer_cache)
-      return constrain(out) if layer_cache is None else (constrain(out[0]), out[1])
+      x, layer_cache = block(x, ctx, rngs=None if key is None else nnx.Rngs(dropout=key),
+                             cache=layer_cache)
+      return constrain(x), layer_cache
 
     policy = REMAT_POLICIES[self.remat_policy]
     if self.remat_policy != "none":
@@ -209,17 +208,15 @@ class Stack(nnx.Module):
       @nnx.scan(in_axes=(nnx.Carry, 0, 0, 0), out_axes=(nnx.Carry, 0),
                 transform_metadata={nnx.PARTITION_NAME: "layers"})
       def body(x, block, key, per_layer):
-        out = apply(block, x, key, per_layer)
-        return out if per_layer is not None else (out, None)
+        return apply(block, x, key, per_layer)
       x, new_layers = body(x, self.layers, keys, layer_cache)
     else:
       outputs = []
       for i, block in enumerate(self.layers):
         per_layer = None if cache is None else {k: v[i] for k, v in layer_cache.items()}
-        out = apply(block, x, None if keys is None else keys[i], per_layer)
-        x, new = out if cache is not None else (out, None)
+        x, new = apply(block, x, None if keys is None else keys[i], per_layer)
         outputs.append(new)
-      new_layers = None if cache is None else jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
+      new_layers = jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
     if cache is None:
       return x, None
     return x, dict(new_layers, segments=cache["segments"])

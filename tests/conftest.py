@@ -40,7 +40,7 @@ def built(text_dir, data_dir):
   c = corpus.resolve(str(text_dir / "*.txt"), validation_percent=10)
   builder = corpus.build(c, data_dir)
   docs = builder.as_data_source("train")
-  texts = (docs[i]["text"].decode() for i in range(len(docs)))
+  texts = lambda: (docs[i]["text"].decode() for i in range(len(docs)))
   tok = tokenizer.load_or_train(os.path.join(c.dir(data_dir), "spm.model"), texts, TEST_VOCAB,
                                 num_sentences=20_000)
   return c, builder, tok
@@ -72,6 +72,15 @@ def tiny_config(text_dir, data_dir, name="gpt_tiny"):
   c.sample.prompt_tokens = 8
   c.sample.new_tokens = 8
   return c
+
+
+def train_losses(experiment, batch: dict, steps: int) -> tuple[list[float], dict]:
+  """(the loss of each of `steps` train steps of a fresh state on `batch`, the last metrics)."""
+  state, step, losses = experiment.create_state(), experiment.jit_train_step(), []
+  for _ in range(steps):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  return losses, metrics
 
 
 def command_line(name, config, workdir):

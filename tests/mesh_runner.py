@@ -32,19 +32,16 @@ import jax  # noqa: E402  (after XLA_FLAGS)
 import numpy as np  # noqa: E402
 
 from configs import common  # noqa: E402
-from model import model_config  # noqa: E402
-from train import noise, objectives, optim, sharding  # noqa: E402
-from train import state as state_lib  # noqa: E402
-from train import step as step_lib  # noqa: E402
+from train import noise, objectives, sharding  # noqa: E402
+from train.experiment import Experiment  # noqa: E402
 
-OBJECTIVE = {"encoder": "mlm", "decoder": "causal_lm", "encoder_decoder": "span_corruption"}
 BATCH = 8
 
 
 def tiny_config(family: str, mesh: tuple[int, int, int]):
   """Every sharded dimension divides by 8, so any layout of 8 devices fits."""
   c = common.base_config()
-  c.model.family, c.objective = family, OBJECTIVE[family]
+  c.model.family, c.objective = family, objectives.fitting(family)[0]
   c.model.num_layers, c.model.embed_dim, c.model.num_heads, c.model.head_dim = 2, 32, 8, 4
   c.model.mlp_dim, c.model.max_length = 64, 32
   if family == "encoder_decoder":
@@ -54,6 +51,7 @@ def tiny_config(family: str, mesh: tuple[int, int, int]):
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = mesh
   # Large early updates, so three steps move the parameters far enough to tell layouts apart.
   c.optim.learning_rate, c.optim.warmup_steps = 1e-2, 1
+  c.sample.num_prompts = 0  # it only steps
   return c
 
 
@@ -77,16 +75,10 @@ def fixed_batch(config) -> dict:
 
 
 def run(mesh_sizes: tuple[int, int, int]) -> dict:
-  config = tiny_config(ARGS.family, mesh_sizes)
-  mesh = sharding.make_mesh(config.mesh)
-  rules = config.sharding.rules
-  cfg = model_config(config)
-  tx = optim.make_optimizer(config.optim, config.train.num_steps)
-  _, shardings = state_lib.state_shardings(cfg, tx, mesh, rules)
-  batch_sharding = sharding.batch_sharding(mesh, rules)
-  state = state_lib.create_state(cfg, tx, 0, shardings)
-  step = step_lib.jit_train_step(state_lib.model_graphdef(cfg), tx, 0, False, shardings,
-                                 batch_sharding, config.train.microbatches, rules=rules)
+  experiment = Experiment(tiny_config(ARGS.family, mesh_sizes))
+  config, batch_sharding = experiment.config, experiment.batch_sharding
+  state = experiment.create_state()
+  step = experiment.jit_train_step()
   full = fixed_batch(config)
   # This host's rows: with the batch over (data, fsdp), host p holds the p-th block.
   rows = BATCH // jax.process_count()

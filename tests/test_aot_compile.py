@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from tools import aot_compile, plan
+from train import hardware
 
 needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                                   reason='needs libtpu: pip install -e ".[tpu]"')
@@ -28,7 +29,7 @@ def small(name="gpt_tiny", **model):
 
 @pytest.fixture(scope="module")
 def v5e_2x2():
-  topology = aot_compile.parse_topology("v5e:2x2")
+  topology = hardware.parse_topology("v5e:2x2")
   return topology, aot_compile.topology_devices(topology)
 
 
@@ -36,7 +37,7 @@ def v5e_2x2():
     ("v5e:16x16", 256, "TPU v5 lite"), ("v6e:2x4", 8, "TPU v6 lite"), ("v4:4x4x8", 128, "TPU v4"),
     ("v5p:2x2x1", 4, "TPU v5"), ("v5p:4x8x8", 256, "TPU v5")])
 def test_published_topologies_parse(name, chips, kind):
-  topology = aot_compile.parse_topology(name)
+  topology = hardware.parse_topology(name)
   assert (topology.chips, topology.spec.device_kind) == (chips, kind)
 
 
@@ -44,7 +45,7 @@ def test_published_topologies_parse(name, chips, kind):
                                   "v3:4x4", "v5litepod-16", ""])
 def test_unknown_topologies_fail_naming_the_choices(name):
   with pytest.raises(ValueError, match=r"topology .* v5e:AxB or v6e:AxB"):
-    aot_compile.parse_topology(name)
+    hardware.parse_topology(name)
 
 
 @needs_libtpu
@@ -62,7 +63,7 @@ def test_compiled_step_fits_and_its_flops_match_the_model_count(v5e_2x2):
   # The plan's state shards are what the compiled step takes, less the batch's shards (up to
   # the padding of small arrays to TPU tiles).
   batch = sum(math.prod(x.shape) * x.dtype.itemsize
-              for x in aot_compile.abstract_batch(config, None).values())
+              for x in plan.shapes_only(config).batch_spec.values())
   assert plan.estimate(config, (4, 1, 1)).state == pytest.approx(report.arguments - batch // 4,
                                                                  rel=1e-3)
 
@@ -131,8 +132,8 @@ def test_what_to_change_scales_the_plan_to_the_measured_need(name, sizes, batch,
   config = small() if name == "small" else importlib.import_module(f"configs.{name}").get_config()
   config.mesh.data, config.mesh.fsdp, config.mesh.tensor = sizes
   config.train.batch_size = batch
-  topology = aot_compile.parse_topology("v5e:2x2")
-  message = aot_compile.what_to_change(config, topology,
+  topology = hardware.parse_topology("v5e:2x2")
+  message = plan.what_to_change(config, topology,
                                        needed and int(needed * topology.usable_bytes))
   over = f"{(needed - 1) * 15.75:.2f} GiB more than" if needed else "more than"
   assert message.startswith(f"one chip needs {over} the 15.75 GiB usable on TPU v5 lite; try "
@@ -141,7 +142,7 @@ def test_what_to_change_scales_the_plan_to_the_measured_need(name, sizes, batch,
 
 def test_plan_proposes_the_least_communicating_layout_that_fits():
   config = small()
-  result = plan.plan(config, aot_compile.parse_topology("v5e:2x2"))
+  result = plan.plan(config, hardware.parse_topology("v5e:2x2"))
   sizes = [(r.data, r.fsdp, r.tensor) for r in result.layouts]
   assert sizes == [(4, 1, 1), (2, 2, 1), (1, 4, 1), (2, 1, 2), (1, 2, 2), (1, 1, 4)]
   assert (result.best.data, result.best.fsdp, result.best.tensor) == (4, 1, 1)
@@ -154,7 +155,7 @@ def test_plan_says_why_a_layout_cannot_run():
   config = small(num_heads=2, head_dim=128)
   config.train.batch_size = 2
   problems = {(r.data, r.fsdp, r.tensor): r.problem
-              for r in plan.plan(config, aot_compile.parse_topology("v5e:2x2")).layouts}
+              for r in plan.plan(config, hardware.parse_topology("v5e:2x2")).layouts}
   assert problems[(4, 1, 1)] == "batch 2 does not split into 4 shards"
   assert "dimension 2 is split over mesh axes ('tensor',)" in problems[(1, 1, 4)]
   assert problems[(2, 1, 2)] == ""
@@ -162,7 +163,7 @@ def test_plan_says_why_a_layout_cannot_run():
 
 def test_plan_rejects_a_model_that_fits_no_layout():
   config = importlib.import_module("configs.t5_xl_pod").get_config()
-  result = plan.plan(config, aot_compile.parse_topology("v5e:1x1"))
+  result = plan.plan(config, hardware.parse_topology("v5e:1x1"))
   assert result.best is None  # 2.85B parameters: 16 bytes each with AdamW, on 16 GiB
   assert result.layouts[0].state + result.layouts[0].grads > 42 * 2**30
   cli = run_tool("plan", "--config=configs/t5_xl_pod.py", "--topology=v5e:1x1")
@@ -175,6 +176,6 @@ def test_plan_rejects_a_model_that_fits_no_layout():
                                             ("gpt_1b_pod", "v5p:4x4x4")])
 def test_pod_configs_compile_and_fit_their_slice(name, topology):
   config = importlib.import_module(f"configs.{name}").get_config()
-  report = aot_compile.measure(config, aot_compile.parse_topology(topology), count_layers=False)
+  report = aot_compile.measure(config, hardware.parse_topology(topology), count_layers=False)
   assert report.fits, aot_compile.format_report(report)
   assert report.total > report.arguments > 0

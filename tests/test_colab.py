@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import tiny_config
-from train.tokenizer import load_tokenizer
-from train import state as state_lib
+from train import data as data_lib
+from train.experiment import Experiment
 
 COLAB = pathlib.Path(__file__).resolve().parents[1] / "colab"
 
@@ -50,7 +50,7 @@ def test_notebook_trains_plots_and_predicts(text_dir, tmp_path, monkeypatch, cap
     if "summary" in namespace and trained_tokenizers is None:
       trained_tokenizers = {str(p) for p in (tmp_path / "data").glob("*/*.model")}
   # The notebook's tokenizer is the one the run trained with, not a second one.
-  assert trained_tokenizers == {load_tokenizer(config)[1]}
+  assert trained_tokenizers == {data_lib.load(config).tokenizer_path}
   out = capsys.readouterr().out
   assert namespace["summary"]["step"] == config.train.num_steps
   assert "Validation bits per byte" in out
@@ -62,6 +62,6 @@ def test_notebook_trains_plots_and_predicts(text_dir, tmp_path, monkeypatch, cap
   # Restoring with a config the run was not made by, or from an empty workdir, says so.
   config.model.num_layers = 1
   with pytest.raises(ValueError, match="different config .*model.num_layers"):
-    state_lib.restore_params(config, namespace["workdir"])
+    Experiment(config).restore(namespace["workdir"])
   with pytest.raises(ValueError, match="holds no checkpoints"):
-    state_lib.restore_params(config, str(tmp_path / "empty"))
+    Experiment(config).restore(str(tmp_path / "empty"))

@@ -44,7 +44,10 @@ def test_config_builds_a_valid_model(name):
     ("norm_position", "sandwich", "config.model.norm_position='sandwich' is not one of"),
     ("family", "rnn", "config.model.family='rnn' is not one of"),
     ("remat", "some", "config.model.remat='some' is not one of"),
-    ("pooler", True, "config.model.pooler=True is only for family 'encoder'"),
+    ("num_token_types", 2, "config.model.num_token_types=2 is only for family 'encoder'"),
+    ("num_decoder_layers", 2,
+     "config.model.num_decoder_layers=2 is only for family 'encoder_decoder'"),
+    ("pooler", True, "config.model.pooler=True: the field was removed"),
 ])
 def test_impossible_model_settings_fail_naming_the_field(field, value, message):
   config = load("gpt_tiny")
@@ -63,13 +66,13 @@ def test_unknown_model_setting_is_named():
 
 @pytest.mark.parametrize("name,chunk,scored", [("gpt_tiny", 48, 128), ("bert_tiny", 16, 19)])
 def test_a_loss_chunk_that_does_not_divide_the_scored_positions_is_refused(name, chunk, scored):
-  from train import validation
+  from train.experiment import Experiment
   config = load(name)
   config.train.loss_chunk = chunk
   with pytest.raises(ValueError, match=f"loss_chunk={chunk} must divide the {scored} positions"):
-    validation.validate(config, batch_divisor=1)
+    Experiment(config)
   config.train.loss_chunk = scored  # a divisor of itself
-  validation.validate(config, batch_divisor=1)
+  Experiment(config)
 
 
 def test_workdir_config_is_never_seen_half_written(tmp_path, monkeypatch):

@@ -25,10 +25,54 @@ from train import pretrained
 transformers.logging.disable_progress_bar()
 
 VOCAB, BATCH, LENGTH = 99, 2, 12
+# Two float32 runs of one torch model on the same weights and input need not agree bit for
+# bit: its CPU kernels split sums over the threads free at the time, so they add up in other
+# orders. Two orders of a sum of K terms differ by up to 2 * K * 2**-24 of the terms'
+# magnitudes: 4e-6 for most sums here (K = 32, the width), 1.5e-5 for the widest (GPT-2's
+# K = 128); a logit lies some 15 such sums (projections, attention, norms) past the
+# embeddings, so runs can differ by ~1e-4 of the logits' scale at worst (fp32 and fp64 runs
+# of these models differ by < 1e-6 of it). Of the scale, not of each logit: a logit near 0
+# is a sum of terms as large as the others'.
+LOGITS_TOLERANCE = 1e-4
 MODELS = ("bert", "gpt2", "t5_v1_0", "t5_v1_1")
 CLASSES = {"bert": transformers.BertForMaskedLM, "gpt2": transformers.GPT2LMHeadModel,
            "t5_v1_0": transformers.T5ForConditionalGeneration,
            "t5_v1_1": transformers.T5ForConditionalGeneration}
+
+
+ABSENT = "<absent>"
+# Where an export's config.json may say otherwise than its source's (as transformers 5 writes
+# these), key -> (source's value, export's); every other key it writes holds the source's value.
+CONFIG_CHANGES = {
+    "bert": {
+        "attention_probs_dropout_prob": (0.1, 0.0),  # triform has no attention dropout
+        # Read by transformers 4 (its default "absolute"); 5 dropped the option, never saves it.
+        "position_embedding_type": (ABSENT, "absolute")},
+    "gpt2": {
+        "attn_pdrop": (0.1, 0.0),  # triform has no attention dropout
+        "n_inner": (None, 128)},  # None means 4 * n_embd; the export writes what that comes to
+    "t5_v1_0": {
+        # Without it T5's _shift_right (labels -> decoder inputs) fails; HF T5 starts with pad.
+        "decoder_start_token_id": (ABSENT, 0)},
+    "t5_v1_1": {
+        "decoder_start_token_id": (ABSENT, 0),
+        # transformers 5 saves every T5 tied and marks v1.1 by scale_decoder_outputs false;
+        # it reads tie_word_embeddings false as that (and 4 as untied, not rescaled).
+        "tie_word_embeddings": (True, False)},
+}
+# Keys of the source's config.json an export leaves out. The metadata aside (the tensors
+# carry their dtype), transformers must fill each in with the source's value.
+CONFIG_METADATA = {"dtype", "transformers_version"}
+CONFIG_OMITTED = {
+    "bert": {"add_cross_attention", "classifier_dropout", "initializer_range", "is_decoder",
+             "use_cache"},
+    "gpt2": {"add_cross_attention", "initializer_range", "reorder_and_upcast_attn",
+             "scale_attn_by_inverse_layer_idx", "summary_activation", "summary_first_dropout",
+             "summary_proj_to_labels", "summary_type", "summary_use_proj", "use_cache"},
+    "t5_v1_0": {"classifier_dropout", "dense_act_fn", "initializer_factor", "is_decoder",
+                "is_gated_act", "scale_decoder_outputs", "use_cache"},
+}
+CONFIG_OMITTED["t5_v1_1"] = CONFIG_OMITTED["t5_v1_0"]
 
 
 def _hf_model(name: str) -> transformers.PreTrainedModel:
@@ -187,17 +231,62 @@ def test_export_round_trip(hf, tmp_path, name, scan):
   ours, exported, again = (str(tmp_path / d) for d in ("ours", "exported", "again"))
   convert_hf.import_hf(hf_dir, ours, scan_layers=scan)
   convert_hf.export_hf(ours, exported)
-  # The same tensor names as transformers wrote, and the same logits from them.
-  written = lambda d: set(safetensors.numpy.load_file(os.path.join(d, "model.safetensors")))
-  assert written(exported) == written(hf_dir)
+  # Every tensor transformers wrote comes back under its name, bit for bit.
+  original, back = (safetensors.numpy.load_file(os.path.join(d, "model.safetensors"))
+                    for d in (hf_dir, exported))
+  assert back.keys() == original.keys()
+  for k, t in original.items():
+    assert (back[k].dtype, back[k].shape, back[k].tobytes()) == (t.dtype, t.shape, t.tobytes()), k
+  # Its config.json is the source's but for CONFIG_CHANGES and CONFIG_OMITTED: the logits
+  # below cannot tell, say, BERT's layer_norm_eps 1e-12 from 1e-6 (2e-5 of their scale).
+  with open(os.path.join(hf_dir, "config.json")) as f:
+    source = json.load(f)
+  with open(os.path.join(exported, "config.json")) as f:
+    _assert_config_kept(name, source, json.load(f))
+  # And it makes transformers build the same model from them.
   model = CLASSES[name].from_pretrained(exported).eval()
-  np.testing.assert_array_equal(_hf_logits(model, _batch()), expected)
+  np.testing.assert_allclose(_hf_logits(model, _batch()), expected, rtol=0,
+                             atol=LOGITS_TOLERANCE * np.abs(expected).max())
   # Importing the export gives back every array exactly.
   convert_hf.import_hf(exported, again, scan_layers=scan)
   (_, first), (_, second) = pretrained.load_params(ours), pretrained.load_params(again)
   assert jax.tree.structure(first) == jax.tree.structure(second)
   assert all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), first,
                                           second)))
+
+
+def _assert_config_kept(name: str, source: dict, exported: dict) -> None:
+  """That `exported` (an export's config.json) is `source` (its source's) as the CONFIG_
+  tables allow; values compared as JSON, so that 1, 1.0 and true differ."""
+  as_json = lambda v: json.dumps(v, sort_keys=True)
+  changed = {k: (source.get(k, ABSENT), v) for k, v in exported.items()
+             if as_json(source.get(k, ABSENT)) != as_json(v)}
+  assert changed == CONFIG_CHANGES[name], "config.json keys changed by the export"
+  omitted = source.keys() - exported.keys()
+  assert omitted == CONFIG_OMITTED[name] | CONFIG_METADATA, "config.json keys left out"
+  loaded = CLASSES[name].config_class.from_dict(exported)
+  filled = {k: (source[k], getattr(loaded, k, ABSENT)) for k in omitted - CONFIG_METADATA}
+  assert {k: v for k, v in filled.items() if as_json(v[0]) != as_json(v[1])} == {}, \
+      "left-out config.json keys that transformers fills in otherwise"
+
+
+def test_config_check_catches_what_logits_do_not(hf):
+  """_assert_config_kept on the config.json an export of the BERT source writes (as export_hf
+  makes it, less the params), then on copies of it a little wrong."""
+  with open(os.path.join(hf["bert"][0], "config.json")) as f:
+    source = json.load(f)
+  config = convert_hf.config_from_hf(source, {})  # no tensors: no output matrix, so tied
+  exported = convert_hf.hf_config(model_config(config), source)
+  _assert_config_kept("bert", source, exported)
+  without = lambda key: {k: v for k, v in exported.items() if k != key}
+  wrong = [(source, dict(exported, layer_norm_eps=1e-6), "changed"),
+           (source, dict(exported, type_vocab_size=2.0), "changed"),  # 2 in the source
+           (source, without("type_vocab_size"), "left out"),
+           # A source setting that transformers' default does not give back, left out.
+           (dict(source, use_cache=False), exported, "fills in otherwise")]
+  for bad_source, bad, message in wrong:
+    with pytest.raises(AssertionError, match=message):
+      _assert_config_kept("bert", bad_source, bad)
 
 
 def _meta_count(model_cls, hf_config, untie=False) -> int:

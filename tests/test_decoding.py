@@ -121,6 +121,38 @@ def test_sampling_is_reproducible_from_its_seed_and_rows_stop_at_eos():
   assert (stopped[0, 3:] == decoding.PAD_ID).all()
 
 
+@pytest.mark.parametrize("case", ["decoder", "encoder_decoder_t5"])
+def test_decode_without_a_cache_is_the_forward_pass(case):
+  model = nnx.merge(*_model(case))
+  inputs, _ = _prompts()
+  positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
+  segments = jnp.ones_like(inputs)
+  if model.GENERATION == "text_to_text":
+    encoded = model.encode(inputs, positions, segments)
+    logits, cache = model.decode(encoded, segments, inputs, positions, segments)
+    expected = model(inputs, positions, segments, inputs, positions, segments)
+  else:
+    logits, cache = model.decode(inputs, positions, segments)
+    expected = model(inputs, positions, segments)
+  assert cache is None
+  np.testing.assert_array_equal(logits, expected)
+
+
+@pytest.mark.parametrize("family", ["encoder", "lstm"])
+def test_models_that_do_not_continue_text_refuse_to_generate(family):
+  graphdef, params = nnx.split(build_model(ModelConfig(**BASE, family=family), 0), nnx.Param)
+  inputs, lengths = _prompts()
+  calls = [lambda: decoding.generate(graphdef, params, inputs, lengths, jax.random.key(0),
+                                     max_new_tokens=2),
+           lambda: decoding.beam_search(graphdef, params, inputs, lengths, max_new_tokens=2,
+                                        beam_size=2),
+           lambda: decoding.greedy_without_cache(graphdef, params, inputs, lengths,
+                                                 max_new_tokens=2)]
+  for call in calls:
+    with pytest.raises(ValueError, match="does not generate continuations"):
+      call()
+
+
 def test_encoder_fills_masks_with_ranked_candidates():
   graphdef, params = nnx.split(build_model(ModelConfig(**BASE, family="encoder"), 0), nnx.Param)
   inputs, lengths = _prompts()

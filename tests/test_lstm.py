@@ -14,7 +14,6 @@ from model import ModelConfig, build_model, count_params, train_flops_per_row
 from model.stack import stack_layers
 from tests.conftest import tiny_config
 from train import trainer
-from train.state import param_logical_specs
 
 # Distinct sizes for distinct axis names, so a swapped pair of names is caught.
 CFG = ModelConfig(family="lstm", vocab_size=61, num_layers=2, embed_dim=32, num_heads=4,
@@ -67,8 +66,9 @@ def test_packed_row_equals_documents_run_separately(dtype, tol):
 @pytest.mark.parametrize("scan", [False, True])
 def test_every_parameter_names_one_logical_axis_per_dimension(scan):
   cfg = dataclasses.replace(CFG, tie_embeddings=False, scan_layers=scan, num_layers=3)
-  shapes = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: build_model(cfg, 0)), nnx.Param))
-  specs = param_logical_specs(cfg)
+  abstract = nnx.state(nnx.eval_shape(lambda: build_model(cfg, 0)), nnx.Param)
+  shapes = nnx.to_pure_dict(abstract)
+  specs = nnx.to_pure_dict(nnx.get_partition_spec(abstract))
   sizes = {"vocab": cfg.vocab_size, "embed": cfg.embed_dim, "mlp": cfg.mlp_dim,
            "layers": cfg.num_layers}
   flat_shapes = jax.tree_util.tree_flatten_with_path(shapes)[0]

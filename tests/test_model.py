@@ -10,7 +10,6 @@ from flax import nnx
 
 from model import ModelConfig, build_model, count_params, train_flops_per_row
 from model.stack import stack_layers
-from train.state import param_logical_specs
 
 FAMILIES = ("encoder", "decoder", "encoder_decoder")
 BASE = dict(vocab_size=61, num_layers=2, embed_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
@@ -183,10 +182,10 @@ def test_dropout_only_with_rngs_and_keyed(family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_parameter_names_one_logical_axis_per_dimension(family):
   cfg = make_cfg(family, tie_embeddings=False, activation="geglu", position="relative",
-                 num_kv_heads=2, scan_layers=True, relative_buckets=8, relative_max_distance=16,
-                 **({"pooler": True} if family == "encoder" else {}))
-  shapes = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: build_model(cfg, 0)), nnx.Param))
-  specs = param_logical_specs(cfg)
+                 num_kv_heads=2, scan_layers=True, relative_buckets=8, relative_max_distance=16)
+  abstract = nnx.state(nnx.eval_shape(lambda: build_model(cfg, 0)), nnx.Param)
+  shapes = nnx.to_pure_dict(abstract)
+  specs = nnx.to_pure_dict(nnx.get_partition_spec(abstract))
   # Sizes chosen distinct where names differ, so a swapped pair of names is caught.
   sizes = {"vocab": cfg.vocab_size, "embed": cfg.embed_dim, "heads": cfg.num_heads,
            "kv_heads": cfg.kv_heads, "head_dim": cfg.head_dim, "mlp": cfg.mlp_dim,
@@ -196,8 +195,8 @@ def test_every_parameter_names_one_logical_axis_per_dimension(family):
   flat_specs = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
   assert len(flat_shapes) == len(flat_specs) > 0
   for (path, shape), spec in zip(flat_shapes, flat_specs):
-    # The encoder's MLM transform and pooler map D -> D, named (embed, mlp).
-    d_to_d = "mlm_dense" in str(path) or "pooler" in str(path)
+    # The encoder's MLM transform maps D -> D, named (embed, mlp).
+    d_to_d = "mlm_dense" in str(path)
     expected = tuple(cfg.embed_dim if name == "mlp" and d_to_d else sizes[name] for name in spec)
     assert expected == shape.shape, (path, spec)
 

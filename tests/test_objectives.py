@@ -44,9 +44,36 @@ def test_causal_lm_leaves_its_input_row_alone():
     np.testing.assert_array_equal(row[k], before[k])
 
 
-def test_every_family_objective_is_defined():
-  for family, names in objectives.FAMILY_OBJECTIVES.items():
-    assert names and all(n in objectives.NAMES for n in names), family
+def test_every_family_has_objectives_and_every_objective_names_real_families():
+  from model import FAMILIES
+  assert {f: objectives.fitting(f)[0] for f in FAMILIES} == {
+      "encoder": "mlm", "decoder": "causal_lm", "encoder_decoder": "span_corruption",
+      "lstm": "causal_lm"}
+  for objective in objectives.OBJECTIVES.values():
+    assert set(objective.FAMILIES) <= set(FAMILIES), objective.NAME
+
+
+@pytest.mark.parametrize("objective, family", [("causal_lm", "decoder"), ("causal_lm", "lstm"),
+                                               ("prefix_lm", "decoder"),
+                                               ("prefix_lm", "encoder_decoder"),
+                                               ("mlm", "encoder"),
+                                               ("span_corruption", "encoder_decoder")])
+def test_example_shapes_are_what_the_objective_makes(built, objective, family):
+  """The shapes the compiled step is built for (Experiment.batch_spec) are a real example's."""
+  _, _, tok = built
+  obj = objectives.make(_config(objective, family, 32), tok)
+  _, row = _raw_row(built, obj.raw_length)
+  example = obj(row, np.random.default_rng(0))
+  assert obj.example_shapes() == {k: (len(v), v.dtype) for k, v in example.items()}
+  assert obj.lengths == (len(example["targets"]), len(example.get("encoder_inputs", ())))
+
+
+def test_an_objective_its_family_cannot_train_fails_naming_the_choices():
+  with pytest.raises(ValueError, match=r"config.objective='mlm' does not fit config.model.family="
+                                       r"'decoder'; choose one of \('causal_lm', 'prefix_lm'\)"):
+    objectives.make(_config("mlm", "decoder"))
+  with pytest.raises(ValueError, match="config.objective='gpt' is not one of"):
+    objectives.make(_config("gpt", "decoder"))
 
 
 def _config(objective, family, seq_len=32):

@@ -52,9 +52,12 @@ def test_cached_model_is_reused(built, tmp_path):
   _, builder, _ = built
   docs = builder.as_data_source("train")
   path = tmp_path / "spm.model"
-  first = tokenizer.load_or_train(str(path), (docs[i]["text"].decode() for i in range(5)), 512,
-                                  5000)
-  second = tokenizer.load_or_train(str(path), iter(()), 512, 5000)  # no text: must load
+  first = tokenizer.load_or_train(str(path), lambda: (docs[i]["text"].decode() for i in range(5)),
+                                  512, 5000)
+
+  def no_text():
+    raise AssertionError("a cached tokenizer must load without reading text")
+  second = tokenizer.load_or_train(str(path), no_text, 512, 5000)
   assert first.sp.serialized_model_proto() == second.sp.serialized_model_proto()
 
 

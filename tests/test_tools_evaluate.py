@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from model import model_config
 from tests.conftest import command_line, tiny_config
 from tools import evaluate as evaluate_tool
-from train import corpus, evaluation, optim, sharding, tokenizer, trainer
-from train import state as state_lib
+from train import data as data_lib
+from train import evaluation, tokenizer, trainer
+from train.experiment import Experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCORES = ("loss", "perplexity", "bits_per_byte", "accuracy", "tokens", "bytes")
@@ -48,9 +48,9 @@ def run(text_dir, data_dir, tmp_path_factory):
   config.train.eval_batches, config.sample.num_prompts = 1, 0
   workdir = str(tmp_path_factory.mktemp("gpt_tiny"))
   trainer.train(config, workdir)
-  data_corpus = corpus.resolve(config.data.source, config.data.validation_percent)
-  val = corpus.build(data_corpus, data_dir).as_data_source("validation")
-  paths = [os.path.join(data_corpus.root, val[i]["path"].decode()) for i in range(len(val))]
+  source = data_lib.load(config).source
+  val = source.split("validation")
+  paths = [os.path.join(source.files.root, val[i]["path"].decode()) for i in range(len(val))]
   return config, workdir, paths
 
 
@@ -82,17 +82,6 @@ def test_cli_on_the_validation_files_gives_eval_modes_numbers(run, tmp_path):
   assert "scored: every token of every document and its EOS" in result.stdout
 
 
-def _fresh_params(config):
-  """An untrained model on the config's mesh: scoring needs no checkpoint."""
-  model_cfg = model_config(config)
-  tx = optim.make_optimizer(config.optim, config.train.num_steps)
-  mesh = sharding.make_mesh(config.mesh)
-  rules = tuple((name, axes) for name, axes in config.sharding.rules)
-  _, shardings = state_lib.state_shardings(model_cfg, tx, mesh, rules)
-  return (state_lib.model_graphdef(model_cfg),
-          state_lib.create_state(model_cfg, tx, 0, shardings).params)
-
-
 def _packed_tokens(batches):
   """Every token the rows hold (segment id > 0), in order."""
   return np.concatenate([b["targets"][b["segment_ids"] > 0] for b in batches])
@@ -103,12 +92,13 @@ def test_every_token_is_scored_once_with_each_familys_default_objective(text_dir
                                                                          name):
   config = tiny_config(text_dir, data_dir, name)
   documents, _ = evaluate_tool.text_file_documents(str(text_dir / "b*.txt"))
-  tok, _ = tokenizer.load_tokenizer(config)
+  tok = data_lib.load(config).tokenizer
   ids = [np.append(tok.encode(d["text"].decode()), tokenizer.EOS_ID) for d in documents]
   text_tokens, text_bytes = sum(map(len, ids)), sum(len(d["text"]) for d in documents)
-  batches = list(evaluation.batches(config, documents, tok))
+  experiment = Experiment(config)  # an untrained model: scoring needs no checkpoint
+  batches = list(experiment.task.dataset(documents, tok, train=False))
   weights = np.concatenate([b["weights"].ravel() for b in batches])
-  scores = evaluation.score(config, *_fresh_params(config), documents, tok)
+  scores = evaluation.score(experiment, experiment.create_state().params, documents, tok)
   assert scores["tokens"] == weights.sum() and np.isfinite(scores["loss"])
   if config.objective != "span_corruption":  # its rows keep the text in no single field
     np.testing.assert_array_equal(_packed_tokens(batches), np.concatenate(ids))
@@ -117,7 +107,7 @@ def test_every_token_is_scored_once_with_each_familys_default_objective(text_dir
   else:
     # The objective's targets, drawn the same way on every pass.
     again = np.concatenate([b["weights"].ravel()
-                            for b in evaluation.batches(config, documents, tok)])
+                            for b in experiment.task.dataset(documents, tok, train=False)])
     np.testing.assert_array_equal(weights, again)
     assert 0.1 < scores["bytes"] / text_bytes < 0.2
     if config.objective == "mlm":
@@ -127,8 +117,7 @@ def test_every_token_is_scored_once_with_each_familys_default_objective(text_dir
 def test_a_tfds_split_is_scored_like_the_same_documents_as_files(run, tmp_path):
   config, workdir, paths = run
   # The run's own corpus is a TFDS dataset on disk: its validation split is --mode=eval's.
-  corpus_dir = corpus.resolve(config.data.source, config.data.validation_percent).dir(
-      config.data.data_dir)
+  corpus_dir = os.path.join(config.data.data_dir, data_lib.load(config).source.cache_key)
   own = evaluate_tool.evaluate(config, workdir, tfds_split="text_files:validation",
                                tfds_data_dir=corpus_dir)
   assert _scores(own) == _scores(trainer.evaluate_workdir(config, workdir))

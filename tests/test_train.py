@@ -10,11 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import command_line, tiny_config
-from train import input_pipeline, objectives, optim, sharding, trainer
-from train import state as state_lib
-from train import step as step_lib
-from model import model_config
+from tests.conftest import command_line, tiny_config, train_losses
+from train import input_pipeline, objectives, trainer
+from train.experiment import Experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,18 +23,8 @@ def test_loss_on_a_fixed_batch_decreases(built, text_dir, data_dir):
   batch = next(iter(input_pipeline.make_dataset(
       builder.as_data_source("train"), tok, objective=objectives.CausalLM(32), batch_size=4,
       seed=0, train=True)))
-  mesh = sharding.make_mesh(config.mesh)
-  rules = config.sharding.rules
-  cfg = model_config(config)
-  tx = optim.make_optimizer(config.optim, 20)
-  _, shardings = state_lib.state_shardings(cfg, tx, mesh, rules)
-  state = state_lib.create_state(cfg, tx, 0, shardings)
-  step = step_lib.jit_train_step(state_lib.model_graphdef(cfg), tx, 0, False, shardings,
-                                 sharding.batch_sharding(mesh, rules))
-  losses = []
-  for _ in range(15):
-    state, metrics = step(state, batch)
-    losses.append(float(metrics["loss"]))
+  config.train.num_steps = 20
+  losses, _ = train_losses(Experiment(config), batch, 15)
   assert losses[-1] < 0.8 * losses[0], losses
 
 

@@ -7,7 +7,8 @@ Builds (or loads from its cache) the corpus and tokenizer train/main.py uses for
 `--config.data.*` fields, fits on the train split's rows and scores the validation
 split's: the causal-LM rows of `config.data.seq_len` tokens that the models train on and
 that the trainer's evaluation scores, so the numbers sit next to a run's bits per byte.
-`unigram` is the trainer's add-one baseline (summary.json's unigram_bits_per_byte);
+`unigram` is the trainer's add-one baseline (summary.json's unigram_bits_per_byte), fitted
+on the train split's bounded sample (the documents the tokenizer trains on);
 `kneser-ney` of order k is train/ngram.py's interpolated modified Kneser-Ney. The
 n-grams count the whole train split, or with --matched_budget only the rows a run of
 the config trains on: its first `train.num_steps` batches, same seed, same shuffle.
@@ -21,7 +22,8 @@ from absl import app, flags
 import ml_collections
 from ml_collections import config_flags
 
-from train import cli, corpus, input_pipeline, ngram, objectives, tokenizer, unigram
+from train import cli, input_pipeline, ngram, objectives, unigram
+from train import data as data_lib
 
 
 def baselines(config: ml_collections.ConfigDict, order: int, discounts: str = "modified",
@@ -31,10 +33,9 @@ def baselines(config: ml_collections.ConfigDict, order: int, discounts: str = "m
   if order < 1:
     raise ValueError(f"--order={order} must be at least 1")
   data = config.data
-  data_corpus = corpus.resolve(data.source, data.validation_percent)
-  builder = corpus.build(data_corpus, data.data_dir)
-  train_docs, val_docs = builder.as_data_source("train"), builder.as_data_source("validation")
-  tok, _ = tokenizer.for_corpus(data_corpus.dir(data.data_dir), train_docs, data)
+  loaded = data_lib.load(config)
+  train_docs, val_docs = loaded.documents("train"), loaded.documents("validation")
+  tok = loaded.tokenizer
 
   def rows(documents, train=False):
     # train=False: unshuffled, one pass, every document once, packed as training packs it.
@@ -55,8 +56,8 @@ def baselines(config: ml_collections.ConfigDict, order: int, discounts: str = "m
                     "seconds": round(time.perf_counter() - since, 1)})
     log(f"{name} order {k}: {bits_per_byte:.4f} bits/byte")
 
-  unigram_probs = unigram.fit(corpus.texts(train_docs), tok)
-  add("unigram (add-one)", 1, "split", unigram.bits_per_byte(unigram_probs, validation), start)
+  unigram_probs = unigram.fit(loaded.sample_texts(), tok)
+  add("unigram (add-one)", 1, "sample", unigram.bits_per_byte(unigram_probs, validation), start)
   start = time.perf_counter()
   train_rows = (itertools.islice(rows(train_docs, train=True), config.train.num_steps)
                 if matched_budget else rows(train_docs))

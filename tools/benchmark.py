@@ -23,7 +23,6 @@ Sections (the default runs all four in about 10 minutes on a 2-core CPU):
   pipeline  the input pipeline alone for every objective at the tiny and published
             sizes (the step section shows it for the configs it times).
 """
-import contextlib
 import dataclasses
 import importlib
 import importlib.util
@@ -33,22 +32,17 @@ import resource
 import statistics
 import sys
 import time
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import app, flags
 
-from configs import common
-from model import FAMILIES, model_config
-from train import corpus, hardware, input_pipeline, loss, noise, objectives, optim, sharding
-from train import state as state_lib
-from train import step as step_lib
-from train import tokenizer
-from tools import aot_compile
+from model import model_config
+from train import data as data_lib
+from train import hardware, input_pipeline, noise, objectives, sharding
+from train.experiment import Experiment
 
 MiB = 2**20
 REFERENCE_SHAPE = dict(embed_dim=256, num_heads=4, head_dim=64, mlp_dim=1024, num_layers=4,
@@ -119,36 +113,14 @@ class CompiledStep:
     return time.perf_counter() - start
 
 
-def jitted_step(config: ml_collections.ConfigDict, scoring: dict | None = None):
-  """(jitted train step, its optimizer, abstract state, state shardings, batch sharding) of
-  `config` on the local devices. scoring: overrides of step_lib.scoring(config)."""
-  cfg = model_config(config)
-  mesh = sharding.make_mesh(config.mesh)
-  rules = config.sharding.rules
-  tx = optim.make_optimizer(config.optim, config.train.num_steps)
-  abstract, shardings = state_lib.state_shardings(cfg, tx, mesh, rules)
-  batch_sharding = sharding.batch_sharding(mesh, rules)
-  jitted = step_lib.jit_train_step(state_lib.model_graphdef(cfg), tx, 0, False, shardings,
-                                   batch_sharding, rules=rules,
-                                   scoring=dict(step_lib.scoring(config), **(scoring or {})))
-  return jitted, tx, abstract, shardings, batch_sharding
-
-
-def compile_step(config: ml_collections.ConfigDict, batch: dict, *,
-                 scoring: dict | None = None, patches=()) -> CompiledStep:
-  """The train step of `config` compiled for `batch` and run once (the warm-up).
-
-  scoring: overrides of step_lib.scoring(config); patches: context managers active
-  while the step is traced (to swap in a reference implementation).
-  """
-  jitted, tx, _, shardings, batch_sharding = jitted_step(config, scoring)
-  state = state_lib.create_state(model_config(config), tx, 0, shardings)
-  batch = sharding.to_global(batch, batch_sharding)
+def compile_step(config: ml_collections.ConfigDict, batch: dict) -> CompiledStep:
+  """The train step of `config` (its state from seed 0) compiled for `batch` and run once
+  (the warm-up)."""
+  experiment = Experiment(config)
+  state = experiment.create_state(0)
+  batch = sharding.to_global(batch, experiment.batch_sharding)
   start = time.perf_counter()
-  with contextlib.ExitStack() as stack:
-    for patch in patches:
-      stack.enter_context(patch)
-    compiled = jitted.lower(state, batch).compile()
+  compiled = experiment.jit_train_step().lower(state, batch).compile()
   seconds = time.perf_counter() - start
   m = compiled.memory_analysis()
   memory = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes +
@@ -191,17 +163,15 @@ def _pipeline_rate(config: ml_collections.ConfigDict) -> float:
   corpus (its 4096-id tokenizer: the rate does not depend on the vocabulary)."""
   config = ml_collections.ConfigDict(config.to_dict())
   config.data.vocab_size = 4096
-  tok, _ = tokenizer.load_tokenizer(config)
-  data_corpus = corpus.resolve(config.data.source, config.data.validation_percent)
-  documents = corpus.build(data_corpus, config.data.data_dir).as_data_source("train")
-  return pipeline_examples_per_second(config, tok, documents)
+  data = data_lib.load(config)
+  return pipeline_examples_per_second(config, data.tokenizer, data.documents("train"))
 
 
 def step_row(label: str, config: ml_collections.ConfigDict, peak: float, *, pipeline: bool,
              steps: int) -> dict:
   timed = compile_step(config, synthetic_batch(config))
   seconds = time_in_turns({label: timed}, steps)[label]
-  flops = step_lib.model_flops_per_step(config)
+  flops = Experiment(config).flops_per_step
   rows_per_s = config.train.batch_size / seconds
   row = {"config": label, "objective": config.objective,
          "batch": f"{config.train.batch_size}x{'+'.join(map(str, lengths(config)))}",
@@ -218,7 +188,7 @@ def step_row(label: str, config: ml_collections.ConfigDict, peak: float, *, pipe
 
 def lengths(config) -> tuple[int, ...]:
   """The row lengths of a batch: (length,), or (targets, inputs) for an encoder-decoder."""
-  return tuple(n for n in objectives.row_lengths(config) if n)
+  return tuple(n for n in objectives.make(config).lengths if n)
 
 
 def step_section() -> list[dict]:
@@ -245,14 +215,6 @@ def step_section() -> list[dict]:
 # ---------------------------------------------------------------------------- variants
 
 
-def _textbook_block_sums(logits_fn, hidden, targets, weights):
-  """The loss as first written: optax's cross-entropy and a separate argmax for accuracy."""
-  logits = logits_fn(hidden)
-  nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-  correct = jnp.argmax(logits, -1) == targets
-  return (nll * weights).sum(), (correct * weights).sum()
-
-
 def _model(**fields):
   return lambda config: config.model.update(fields)
 
@@ -268,15 +230,13 @@ class Variant:
   config: str  # which reference config
   on: object = None  # config change for "on" (None: the default is on)
   off: object = None  # config change for "off"
-  off_scoring: dict | None = None  # step_lib.scoring overrides for "off"
-  off_loss: object = None  # loss._block_sums for "off"
 
 
 VARIANTS = (
     Variant("accuracy from the loss's max (off: separate argmax)", "gpt_tiny",
-            off_loss=_textbook_block_sums),
+            off=_train(accuracy_from_max=False)),
     Variant("masked LM projects only its selected positions", "bert_tiny",
-            off_scoring={"max_scored": 0}),
+            off=_train(score_selected_only=False)),
     Variant("einsum attention (off: jax.nn.dot_product_attention)", "gpt_tiny",
             off=_model(attention="jax_nn")),
     Variant("einsum attention (off: jax.nn.dot_product_attention)", "bert_tiny",
@@ -307,9 +267,7 @@ def variants_section() -> list[dict]:
       if change:
         change(configs[side])
     batch = synthetic_batch(configs["on"])
-    patches = [mock.patch.object(loss, "_block_sums", v.off_loss)] if v.off_loss else []
-    steps = {"on": compile_step(configs["on"], batch),
-             "off": compile_step(configs["off"], batch, scoring=v.off_scoring, patches=patches)}
+    steps = {side: compile_step(configs[side], batch) for side in ("on", "off")}
     seconds = time_in_turns(steps, flags.FLAGS.steps)
     rows.append({"optimisation": v.what, "family": configs["on"].model.family,
                  "off_step_s": round(seconds["off"], 4), "on_step_s": round(seconds["on"], 4),
@@ -359,34 +317,29 @@ def decode_section() -> list[dict]:
 # ---------------------------------------------------------------------------- compile
 
 
-def _compile_config(family: str, num_layers: int, scan: bool) -> ml_collections.ConfigDict:
-  c = common.base_config()
-  c.model.family = family
-  c.objective = {"encoder": "mlm", "decoder": "causal_lm", "lstm": "causal_lm",
-                 "encoder_decoder": "span_corruption"}[family]
-  c.model.update(REFERENCE_SHAPE, num_layers=num_layers, scan_layers=scan)
-  if family == "encoder_decoder":
-    c.model.position = "relative"
-  c.data.vocab_size, c.data.seq_len, c.train.batch_size = 8192, 256, 8
+def _compile_config(name: str, num_layers: int, scan: bool) -> ml_collections.ConfigDict:
+  """Tiny config `name` at the reference shape, `num_layers` deep (each stack)."""
+  c = reference_config(name)
+  c.model.update(num_layers=num_layers, num_decoder_layers=0, scan_layers=scan)
   return c
 
 
 def compile_seconds(config: ml_collections.ConfigDict) -> float:
   """Wall time to lower and compile the jitted train step on the local devices."""
-  step, _, abstract, _, batch_sharding = jitted_step(config)
-  batch = aot_compile.abstract_batch(config, batch_sharding)
+  experiment = Experiment(config)
   start = time.perf_counter()
-  step.lower(abstract, batch).compile()
+  experiment.compile_train_step()
   return time.perf_counter() - start
 
 
 def compile_section() -> list[dict]:
   rows = []
-  for family in FAMILIES:
+  for name in TINY:
     for scan in (True, False) if flags.FLAGS.compile_unrolled else (True,):
-      seconds = {depth: compile_seconds(_compile_config(family, depth, scan))
+      seconds = {depth: compile_seconds(_compile_config(name, depth, scan))
                  for depth in (2, 24)}
-      rows.append({"family": family, "layers": "scanned" if scan else "unrolled",
+      rows.append({"family": load_config(name).model.family,
+                   "layers": "scanned" if scan else "unrolled",
                    "compile_s_2_layers": round(seconds[2], 2),
                    "compile_s_24_layers": round(seconds[24], 2),
                    "ratio_24_to_2": round(seconds[24] / seconds[2], 2)})

@@ -28,52 +28,8 @@ import safetensors.numpy
 from configs.common import base_config
 from model import model_config
 from model.config import ModelConfig
-from tools.hf_params import (ARCHITECTURE_OF, ARCHITECTURES, OUTPUT, normalize_names,
-                             params_from_hf, params_to_hf)
-from train import pretrained, tokenizer
-
-OBJECTIVES = {"encoder": "mlm", "decoder": "causal_lm", "encoder_decoder": "span_corruption"}
-
-# transformers' ACT2FN names -> ours: its "gelu" is the exact erf form, "gelu_new" the tanh one.
-HF_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "gelu_python": "gelu", "gelu_new": "gelu_tanh",
-                  "gelu_pytorch_tanh": "gelu_tanh"}
-# T5's feed_forward_proj; "gated-gelu" means the tanh form (transformers maps it to gelu_new).
-T5_FEED_FORWARD = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gated-gelu": "geglu",
-                   "gated-gelu_new": "geglu", "gated-silu": "swiglu"}
-EXPORT_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "gelu_tanh": "gelu_new"}
-EXPORT_T5_FEED_FORWARD = {"relu": "relu", "gelu": "gelu", "gelu_tanh": "gelu_new",
-                          "geglu": "gated-gelu", "swiglu": "gated-silu"}
-
-# The transformers defaults of the fields read here, for config.json files that omit them.
-HF_DEFAULTS = {
-    "encoder": dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
-                    num_attention_heads=12, intermediate_size=3072, hidden_act="gelu",
-                    hidden_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=2,
-                    layer_norm_eps=1e-12, tie_word_embeddings=True,
-                    position_embedding_type="absolute", is_decoder=False,
-                    add_cross_attention=False),
-    "decoder": dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12,
-                    n_inner=None, activation_function="gelu_new", resid_pdrop=0.1,
-                    layer_norm_epsilon=1e-5, scale_attn_weights=True,
-                    scale_attn_by_inverse_layer_idx=False, add_cross_attention=False,
-                    tie_word_embeddings=True),
-    "encoder_decoder": dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6,
-                            num_decoder_layers=None, num_heads=8,
-                            relative_attention_num_buckets=32,
-                            relative_attention_max_distance=128, dropout_rate=0.1,
-                            layer_norm_epsilon=1e-6, feed_forward_proj="relu", n_positions=512),
-}
-# Special token ids an exported config carries: the source's (hf_config.json) if it was
-# imported, else triform's tokenizer ids. Encoder-decoder targets are shifted right with
-# PAD, as in T5 (train/objectives.py), so PAD starts the decoder.
-SPECIAL_TOKENS = {
-    "encoder": dict(pad_token_id=tokenizer.PAD_ID),
-    "decoder": dict(bos_token_id=tokenizer.BOS_ID, eos_token_id=tokenizer.EOS_ID),
-    "encoder_decoder": dict(pad_token_id=tokenizer.PAD_ID, eos_token_id=tokenizer.EOS_ID,
-                            decoder_start_token_id=tokenizer.PAD_ID),
-}
-TOKEN_KEYS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id",
-              "decoder_start_token_id")
+from tools.hf_params import ARCHITECTURES, FAMILIES, Architecture, params_from_hf, params_to_hf
+from train import pretrained
 
 
 # ---------------------------------------------------------------------------------------
@@ -126,8 +82,8 @@ def write_hf(out_dir: str, hf: dict, tensors: dict[str, np.ndarray]) -> None:
 # Configs, both ways
 # ---------------------------------------------------------------------------------------
 
-def architecture(hf: dict) -> str:
-  """The family of the one supported architecture an HF config names."""
+def architecture(hf: dict) -> Architecture:
+  """The one supported architecture an HF config names."""
   archs = hf.get("architectures") or []
   if len(archs) != 1 or archs[0] not in ARCHITECTURES:
     raise ValueError(f"unsupported architecture {archs or hf.get('model_type')!r}; "
@@ -135,150 +91,26 @@ def architecture(hf: dict) -> str:
   return ARCHITECTURES[archs[0]]
 
 
-def _option(hf: dict, key: str, supported: dict | tuple):
-  """hf[key] if it is one of `supported`, else a ValueError naming the option."""
-  value = hf[key]
-  if value not in supported:
-    raise ValueError(f"unsupported HF option {key}={value!r}; supported: "
-                     f"{', '.join(map(repr, supported))}")
-  return supported[value] if isinstance(supported, dict) else value
-
-
-def _bert_model(hf: dict) -> dict:
-  _option(hf, "position_embedding_type", ("absolute",))
-  _option(hf, "is_decoder", (False,))
-  _option(hf, "add_cross_attention", (False,))
-  width, heads = hf["hidden_size"], hf["num_attention_heads"]
-  return dict(num_layers=hf["num_hidden_layers"], embed_dim=width, num_heads=heads,
-              head_dim=width // heads, mlp_dim=hf["intermediate_size"],
-              max_length=hf["max_position_embeddings"], norm_position="post",
-              norm_eps=float(hf["layer_norm_eps"]),
-              activation=_option(hf, "hidden_act", HF_ACTIVATIONS),
-              num_token_types=hf["type_vocab_size"], use_bias=True,
-              dropout_rate=float(hf["hidden_dropout_prob"]))
-
-
-def _gpt2_model(hf: dict) -> dict:
-  _option(hf, "scale_attn_by_inverse_layer_idx", (False,))
-  _option(hf, "add_cross_attention", (False,))
-  width, heads = hf["n_embd"], hf["n_head"]
-  return dict(num_layers=hf["n_layer"], embed_dim=width, num_heads=heads,
-              head_dim=width // heads, mlp_dim=hf["n_inner"] or 4 * width,
-              max_length=hf["n_positions"], norm_eps=float(hf["layer_norm_epsilon"]),
-              activation=_option(hf, "activation_function", HF_ACTIVATIONS), use_bias=True,
-              scale_attention=bool(hf["scale_attn_weights"]),
-              dropout_rate=float(hf["resid_pdrop"]))
-
-
-def _t5_model(hf: dict) -> dict:
-  return dict(num_layers=hf["num_layers"],
-              num_decoder_layers=hf["num_decoder_layers"] or hf["num_layers"],
-              embed_dim=hf["d_model"], num_heads=hf["num_heads"], head_dim=hf["d_kv"],
-              mlp_dim=hf["d_ff"], max_length=hf["n_positions"], position="relative",
-              relative_buckets=hf["relative_attention_num_buckets"],
-              relative_max_distance=hf["relative_attention_max_distance"], norm="rmsnorm",
-              norm_eps=float(hf["layer_norm_epsilon"]), use_bias=False, scale_attention=False,
-              activation=_option(hf, "feed_forward_proj", T5_FEED_FORWARD),
-              dropout_rate=float(hf["dropout_rate"]))
-
-
-def _tied(family: str, hf: dict, tensors: dict) -> bool:
-  """Whether the output projection is the input embedding, as transformers 5 loads it.
-
-  A checkpoint holding a separate output matrix that differs from the
-  embedding is untied whatever `tie_word_embeddings` says. T5 is the odd one:
-  triform ties exactly when the decoder output is rescaled by d_model**-0.5
-  (v1.0), so a v1.1 model whose lm_head happens to share the embedding
-  becomes an untied one holding a copy.
-  """
-  embed, output = OUTPUT[family]
-  separate = output in tensors and not np.array_equal(tensors[output], tensors.get(embed))
-  if family != "encoder_decoder":
-    tied = hf.get("tie_word_embeddings", True) and not separate
-    if not tied and output not in tensors:
-      raise ValueError(f"tie_word_embeddings is false but the checkpoint has no {output}")
-    return tied
-  # transformers < 5 rescales iff tie_word_embeddings; 5 writes scale_decoder_outputs.
-  rescaled = hf.get("scale_decoder_outputs", hf.get("tie_word_embeddings", True) is not False)
-  if rescaled and separate:
-    raise ValueError("unsupported T5 layout: the decoder output is rescaled by d_model**-0.5 "
-                     "but lm_head.weight differs from shared.weight (triform rescales exactly "
-                     "when the output is tied)")
-  return bool(rescaled)
-
-
 def config_from_hf(hf: dict, tensors: dict) -> ml_collections.ConfigDict:
   """A full triform config (base_config + the checkpoint's architecture) for an HF model."""
-  family = architecture(hf)
-  hf = {**HF_DEFAULTS[family], **hf}
+  arch = architecture(hf)
+  hf = {**arch.defaults, **hf}
   c = base_config()
-  c.objective = OBJECTIVES[family]
-  c.model.family = family
-  c.model.update({"encoder": _bert_model, "decoder": _gpt2_model,
-                  "encoder_decoder": _t5_model}[family](hf))
-  c.model.tie_embeddings = _tied(family, hf, tensors)
+  c.objective = arch.objective
+  c.model.family = arch.family
+  c.model.update(arch.model_fields(hf))
+  c.model.tie_embeddings = arch.tied(hf, tensors)
   c.data.vocab_size = hf["vocab_size"]
   c.data.seq_len = min(c.data.seq_len, c.model.max_length)
   return c
 
 
-def _exportable(cfg: ModelConfig) -> None:
-  """Raises ValueError naming the first setting the family's HF architecture cannot hold."""
-  arch = ARCHITECTURE_OF[cfg.family]
-  needs = dict(norm="layernorm", norm_position="pre", position="learned", use_bias=True,
-               scale_attention=cfg.scale_attention, pooler=False)
-  if cfg.family == "encoder":
-    needs.update(norm_position="post", scale_attention=True)
-  if cfg.family == "encoder_decoder":
-    needs.update(norm="rmsnorm", position="relative", use_bias=False, scale_attention=False)
-  activations = EXPORT_T5_FEED_FORWARD if cfg.family == "encoder_decoder" else EXPORT_ACTIVATIONS
-  needs["activation"] = tuple(activations)
-  if cfg.kv_heads != cfg.num_heads:
-    needs["num_kv_heads"] = (0, cfg.num_heads)
-  if cfg.family != "encoder_decoder" and cfg.num_heads * cfg.head_dim != cfg.embed_dim:
-    needs["head_dim"] = cfg.embed_dim // cfg.num_heads
-  if cfg.family == "encoder" and cfg.num_token_types < 1:
-    needs["num_token_types"] = "at least 1"
-  for field, value in needs.items():
-    have = getattr(cfg, field)
-    if have != value and not (isinstance(value, tuple) and have in value):
-      raise ValueError(f"config.model.{field}={have!r} cannot be exported to {arch}, "
-                       f"which needs {value!r}")
-
-
 def hf_config(cfg: ModelConfig, source: dict | None = None) -> dict:
   """An HF config.json for `cfg`; special token ids from `source` (the imported config)."""
-  _exportable(cfg)
-  arch = ARCHITECTURE_OF[cfg.family]
-  # triform has no dropout on attention probabilities.
-  if cfg.family == "encoder":
-    hf = dict(model_type="bert", hidden_size=cfg.embed_dim, num_hidden_layers=cfg.num_layers,
-              num_attention_heads=cfg.num_heads, intermediate_size=cfg.mlp_dim,
-              hidden_act=EXPORT_ACTIVATIONS[cfg.activation],
-              hidden_dropout_prob=cfg.dropout_rate, attention_probs_dropout_prob=0.0,
-              max_position_embeddings=cfg.max_length, type_vocab_size=cfg.num_token_types,
-              layer_norm_eps=cfg.norm_eps, position_embedding_type="absolute")
-  elif cfg.family == "decoder":
-    hf = dict(model_type="gpt2", n_embd=cfg.embed_dim, n_layer=cfg.num_layers,
-              n_head=cfg.num_heads, n_inner=cfg.mlp_dim, n_positions=cfg.max_length,
-              activation_function=EXPORT_ACTIVATIONS[cfg.activation],
-              resid_pdrop=cfg.dropout_rate, embd_pdrop=cfg.dropout_rate, attn_pdrop=0.0,
-              layer_norm_epsilon=cfg.norm_eps, scale_attn_weights=cfg.scale_attention)
-  else:
-    hf = dict(model_type="t5", d_model=cfg.embed_dim, d_kv=cfg.head_dim, d_ff=cfg.mlp_dim,
-              num_layers=cfg.num_layers, num_decoder_layers=cfg.decoder_layers,
-              num_heads=cfg.num_heads, relative_attention_num_buckets=cfg.relative_buckets,
-              relative_attention_max_distance=cfg.relative_max_distance,
-              dropout_rate=cfg.dropout_rate, layer_norm_epsilon=cfg.norm_eps,
-              feed_forward_proj=EXPORT_T5_FEED_FORWARD[cfg.activation],
-              is_encoder_decoder=True)
-  tokens = SPECIAL_TOKENS[cfg.family]
-  if source is not None:
-    tokens = {k: source[k] for k in TOKEN_KEYS if k in source}
-    if cfg.family == "encoder_decoder" and "pad_token_id" in tokens:
-      tokens.setdefault("decoder_start_token_id", tokens["pad_token_id"])  # HF T5's convention
-  return dict(hf, **tokens, architectures=[arch], vocab_size=cfg.vocab_size,
-              tie_word_embeddings=cfg.tie_embeddings)
+  arch = FAMILIES[cfg.family]
+  arch.check_exportable(cfg)
+  return dict(arch.export_fields(cfg), **arch.tokens(source), architectures=[arch.name],
+              vocab_size=cfg.vocab_size, tie_word_embeddings=cfg.tie_embeddings)
 
 
 class Imported(NamedTuple):
@@ -289,14 +121,15 @@ class Imported(NamedTuple):
 
 def from_hf(hf: dict, tensors: dict, *, scan_layers: bool = False) -> Imported:
   """Config and params of an HF model given as (config.json dict, tensors by name)."""
-  family = architecture(hf)
-  tensors = normalize_names(family, tensors)
+  arch = architecture(hf)
+  tensors = arch.normalize(tensors)
   config = config_from_hf(hf, tensors)
   config.model.scan_layers = scan_layers
   cfg = model_config(config)
-  if family == "encoder_decoder" and not cfg.tie_embeddings:
-    # A v1.1 model stored tied (as transformers 5 writes it) gets its own copy.
-    tensors.setdefault("lm_head.weight", tensors["shared.weight"])
+  if not cfg.tie_embeddings and arch.embedding in tensors:
+    # A T5 v1.1 model stored tied (as transformers 5 writes it) gets its own copy; BERT and
+    # GPT-2 are untied only by an output matrix of their own (`Architecture.tied`).
+    tensors.setdefault(arch.output, tensors[arch.embedding])
   return Imported(config, *params_from_hf(cfg, tensors))
 
 

@@ -27,10 +27,11 @@ import sys
 
 from absl import app, flags, logging
 import ml_collections
-import tensorflow_datasets as tfds
 
-from train import cli, corpus, evaluation, tokenizer
-from train import state as state_lib
+from train import cli, corpus, evaluation
+from train import data as data_lib
+from train.experiment import Experiment
+from train.sources import tfds_documents
 
 FLAGS = flags.FLAGS
 
@@ -87,85 +88,6 @@ def text_file_documents(spec: str) -> tuple[list[dict], list[str]]:
   return documents, skipped
 
 
-class TextField:
-  """A TFDS data source's `key` feature as the {"text": ...} documents the pipeline reads."""
-
-  def __init__(self, source, key: str):
-    self.source, self.key = source, key
-
-  def __len__(self) -> int:
-    return len(self.source)
-
-  def __getitem__(self, index: int) -> dict:
-    return {"text": self.source[index][self.key]}
-
-
-def _name_and_split(spec: str) -> tuple[str, str]:
-  """("wiki40b/en:1.3.0", "test[:10%]") of "wiki40b/en:1.3.0:test[:10%]": the split follows the
-  last colon outside brackets."""
-  depth, cut = 0, -1
-  for i, c in enumerate(spec):
-    depth += (c == "[") - (c == "]")
-    if c == ":" and depth == 0:
-      cut = i
-  return (spec[:cut], spec[cut + 1:]) if cut > 0 else ("", "")
-
-
-def tfds_documents(spec: str, data_dir: str | None, text_key: str) -> TextField:
-  """The documents of split `spec` ("NAME:SPLIT") of a TFDS dataset prepared under `data_dir`.
-
-  Reads only what is on disk (never downloads or prepares), and fails early, in one
-  line, when the dataset, its split or its text feature is missing.
-  """
-  name, split = _name_and_split(spec)
-  if not name or not split:
-    raise ValueError(f"--tfds={spec!r} must be NAME:SPLIT, e.g. lm1b:test")
-  data_dir = os.path.expanduser(data_dir) if data_dir else None
-  where = data_dir or "TFDS's default data directory (~/tensorflow_datasets, $TFDS_DATA_DIR)"
-  try:
-    # From the prepared files alone: a dataset's own builder code may download.
-    builder = tfds.core.read_only_builder.builder_from_files(name, data_dir=data_dir)
-  except tfds.core.DatasetNotFoundError:
-    raise ValueError(
-        f"TFDS dataset {name!r} is not prepared in {where}; this tool never downloads: prepare "
-        f"it first (`tfds build {name.split(':')[0]} --file_format=array_record"
-        f"{' --data_dir=' + data_dir if data_dir else ''}`) or fix --tfds_data_dir") from None
-  file_format = builder.info.file_format
-  if file_format not in tfds.core.FileFormat.with_random_access():
-    raise ValueError(f"TFDS dataset {name!r} in {builder.data_dir} is stored as "
-                     f"{file_format.value}, which has no random access; rebuild it with "
-                     "--file_format=array_record")
-  features = builder.info.features
-  if text_key not in features.keys():
-    raise ValueError(f"--tfds_text_key={text_key!r} is not a feature of {name!r}; it has "
-                     f"{sorted(features.keys())}")
-  if not isinstance(features[text_key], tfds.features.Text):
-    raise ValueError(f"--tfds_text_key={text_key!r}: feature {text_key!r} of {name!r} is a "
-                     f"{type(features[text_key]).__name__}, not Text")
-  try:
-    source = builder.as_data_source(split=split)
-  except ValueError as e:  # an unknown split, or a bad slice
-    raise ValueError(f"--tfds={spec!r}: {e}") from None
-  return TextField(source, text_key)
-
-
-def scored_description(config: ml_collections.ConfigDict) -> str:
-  """What the scored tokens are, under `config.objective`."""
-  seed = (f"drawn with the fixed evaluation seed (config.seed={config.seed}, the validation "
-          "stream): the same on every run")
-  n = config.noise
-  return {
-      "causal_lm": "every token of every document and its EOS, each predicted from the tokens "
-                   "before it in its row (a document longer than a row goes on in the next "
-                   "row, without the earlier context)",
-      "prefix_lm": f"each row's suffix after a random split point, {seed}",
-      "mlm": f"the masked-LM targets, {n.mlm_rate:.0%} of the text tokens, {seed}",
-      "span_corruption": f"the span-corruption targets (noise density {n.noise_density}, mean "
-                         f"span {n.mean_span_length}; with a sentinel per span and EOS, which "
-                         f"stand for no bytes), {seed}",
-  }[config.objective]
-
-
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, text_files: str | None = None,
              tfds_split: str | None = None, tfds_data_dir: str | None = None,
              tfds_text_key: str = "text", batch_size: int = 0) -> dict:
@@ -180,18 +102,24 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, text_files: str
     source = f"tfds {tfds_split}" + (f" in {tfds_data_dir}" if tfds_data_dir else "")
     if not len(documents):
       raise ValueError(f"--tfds={tfds_split!r} holds no documents")
-  graphdef, state = state_lib.restore_state(config, workdir)
-  tok, _ = tokenizer.load_tokenizer(config)
-  if batch_size:
-    # Rows, masks and spans do not depend on how rows are grouped into batches.
-    config = config.copy_and_resolve_references()
-    config.train.batch_size, config.train.microbatches = batch_size, 1
-  scores = evaluation.score(config, graphdef, state.params, documents, tok)
+  state = Experiment(config).restore(workdir)
+  tok = data_lib.load(config).tokenizer
+  scoring = Experiment(_with_batch_size(config, batch_size) if batch_size else config)
+  scores = evaluation.score(scoring, state.params, documents, tok)
   text_bytes = sum(len(documents[i]["text"]) for i in range(len(documents)))
   return dict(scores, workdir=workdir, step=int(state.step), source=source,
               documents=len(documents), skipped_files=skipped, text_bytes=text_bytes,
-              objective=config.objective, scored=scored_description(config),
+              objective=config.objective,
+              scored=scoring.task.describe_scored(config.seed),
               seq_len=config.data.seq_len)
+
+
+def _with_batch_size(config: ml_collections.ConfigDict, rows: int) -> ml_collections.ConfigDict:
+  """`config` evaluating `rows` rows a batch: rows, masks and spans do not depend on how
+  rows are grouped into batches, so the scores are the same."""
+  config = config.copy_and_resolve_references()
+  config.train.batch_size, config.train.microbatches = rows, 1
+  return config
 
 
 def table(result: dict) -> str:

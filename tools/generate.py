@@ -18,9 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model import decoding, model_config
+from model import FAMILIES, decoding, model_config, model_graphdef
 from train import cli, pretrained, tokenizer
-from train import state as state_lib
+from train import data as data_lib
+from train.experiment import Experiment
 
 FLAGS = flags.FLAGS
 
@@ -53,11 +54,12 @@ def load(config, workdir, triform_dir):
   if triform_dir:
     config, params = pretrained.load_params(triform_dir)
     cfg = model_config(config)
-    return cfg, state_lib.model_graphdef(cfg), params, None
+    return cfg, model_graphdef(cfg), params, None
   if config is None:
     raise ValueError("--workdir needs --config, the run's config file and overrides")
-  graphdef, params = state_lib.restore_params(config, workdir)
-  return model_config(config), graphdef, params, tokenizer.load_tokenizer(config)[0]
+  experiment = Experiment(config)
+  params = experiment.restore(workdir).params
+  return experiment.model_cfg, experiment.graphdef, params, data_lib.load(config).tokenizer
 
 
 def encode_prompts(cfg, tok, texts, id_strings) -> list[np.ndarray]:
@@ -66,11 +68,12 @@ def encode_prompts(cfg, tok, texts, id_strings) -> list[np.ndarray]:
   prompts = [np.array([int(i) for i in s.split()], np.int32) for s in id_strings]
   if texts and tok is None:
     raise ValueError("a --triform_dir has no tokenizer: give --prompt_ids")
+  generation = FAMILIES[cfg.family].GENERATION
   for text in texts:
     ids = tok.encode(text)
-    if cfg.family == "decoder":
+    if generation == "continuation":
       ids = np.concatenate([[tokenizer.BOS_ID], ids])
-    elif cfg.family == "encoder_decoder":
+    elif generation == "text_to_text":
       ids = np.concatenate([ids, [tokenizer.EOS_ID]])
     prompts.append(ids.astype(np.int32))
   if not prompts:
@@ -107,15 +110,19 @@ def next_token_table(cfg, graphdef, params, tok, prompt: np.ndarray, top: int) -
 def run(cfg, graphdef, params, tok, prompts) -> list[str]:
   """Output lines for every prompt."""
   lines = []
+  generation = FAMILIES[cfg.family].GENERATION
+  if generation not in ("continuation", "text_to_text", "mask_filling"):
+    raise ValueError(f"a {cfg.family} model does not generate: use a decoder, an "
+                     "encoder-decoder or an encoder")
   if FLAGS.show_next_token_probs:
-    if cfg.family == "encoder":
+    if generation == "mask_filling":
       raise ValueError("--show_next_token_probs is for decoders and encoder-decoders")
     for prompt in prompts:
       lines += [f"prompt: {_text(tok, prompt)}"] + next_token_table(
           cfg, graphdef, params, tok, prompt, FLAGS.top)
     return lines
   inputs, lengths = batch(prompts)
-  if cfg.family == "encoder":
+  if generation == "mask_filling":
     ids, probs = decoding.fill_masks(graphdef, params, inputs, lengths, top_k=FLAGS.top)
     for b, prompt in enumerate(prompts):
       lines.append(f"prompt: {_text(tok, prompt)}")
@@ -150,7 +157,8 @@ def main(argv, config_flag):
     if FLAGS.prompt_file:
       with open(FLAGS.prompt_file, encoding="utf-8") as f:
         texts += [line.rstrip("\n") for line in f if line.strip()]
-    if cfg.family == "encoder" and tok is not None and not any("<mask>" in t for t in texts):
+    if (FAMILIES[cfg.family].GENERATION == "mask_filling" and tok is not None
+        and not any("<mask>" in t for t in texts)):
       raise ValueError("an encoder fills masks: put <mask> in the prompt")
     print("\n".join(run(cfg, graphdef, params, tok, encode_prompts(cfg, tok, texts,
                                                                    FLAGS.prompt_ids))))

@@ -1,6 +1,6 @@
 """Command line: which mesh layouts of a config fit a TPU slice, and how long a step would take.
 
-  python -m tools.plan --config=configs/t5_xl_pod.py --topology=v5e:16x16 [--compile] \
+  python -m tools.plan --config=configs/t5_xl_pod.py --topology=v5e:16x16 \
       [--config.train.batch_size=1024 ...]
 
 From shapes alone, in seconds and without libtpu: for each layout (data, fsdp,
@@ -11,8 +11,8 @@ config.model.remat and of the logits; and the time the step's model FLOPs take
 at the chip's published bf16 peak at 40% and 60% MFU. Communication is not
 modelled, so the step time is the same for every layout; the layouts are
 ranked by how much they communicate (data, then more fsdp, then more tensor),
-and the first that fits is proposed. --compile confirms it with the real
-compile of tools/aot_compile (minutes).
+and the first that fits is proposed, with the tools/aot_compile command that
+confirms it by the real compile (minutes).
 """
 import dataclasses
 import itertools
@@ -26,15 +26,12 @@ from absl import app, flags
 from jax.sharding import AbstractMesh
 from ml_collections import config_flags
 
-from model import model_config
 from model.attention import causal_block_pairs
 from model.layers import ACTIVATIONS
-from tools import aot_compile
-from train import cli, objectives, optim, sharding
-from train import state as state_lib
-from train import step as step_lib
+from train import cli, hardware, sharding
+from train.experiment import Experiment
 
-GiB = aot_compile.GiB
+GiB = hardware.GiB
 MFU_TARGETS = (0.4, 0.6)
 # What the backward pass keeps, from the most to the least (stack_activation_bytes).
 REMAT_STRENGTH = ("none", "dots", "dots_no_batch", "full")
@@ -42,7 +39,7 @@ NOTHING_FITS = ("add chips, shrink the batch, set config.train.microbatches or a
                 "config.model.remat")
 
 
-def layouts(topology: aot_compile.Topology, max_tensor: int = 16) -> list[tuple[int, int, int]]:
+def layouts(topology: hardware.Topology, max_tensor: int = 16) -> list[tuple[int, int, int]]:
   """(data, fsdp, tensor) sizes that give each mesh axis whole sides of the torus (what
   jax.make_mesh can place on TPU chips), tensor at most `max_tensor`, least communication
   first: pure data, then more fsdp, then more tensor."""
@@ -60,16 +57,17 @@ def _bytes(tree) -> int:
   return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
-def state_bytes(config: ml_collections.ConfigDict, mesh) -> tuple[int, int]:
-  """(params + AdamW state, params alone): one chip's shards on `mesh`, as train/state.py
-  lays them out. Raises ValueError if a sharded dimension does not divide."""
-  cfg = model_config(config)
-  tx = optim.make_optimizer(config.optim, config.train.num_steps)
-  rules = tuple((name, axes) for name, axes in config.sharding.rules)
-  abstract, shardings = state_lib.state_shardings(cfg, tx, mesh, rules)
+def state_bytes(experiment: Experiment) -> tuple[int, int]:
+  """(params + AdamW state, params alone): one chip's shards on the experiment's mesh, as
+  the run lays them out. Raises ValueError if a sharded dimension does not divide."""
   shard = lambda x, s: jax.ShapeDtypeStruct(s.shard_shape(x.shape), x.dtype)
-  sharded = jax.tree.map(shard, abstract, shardings)
+  sharded = jax.tree.map(shard, experiment.abstract_state, experiment.state_shardings)
   return _bytes(sharded), _bytes(sharded.params)
+
+
+def shapes_only(config: ml_collections.ConfigDict, sizes=(1, 1, 1)) -> Experiment:
+  """`config` on an abstract mesh of `sizes` (data, fsdp, tensor): shapes, no devices."""
+  return Experiment(config, mesh=AbstractMesh(tuple(sizes), sharding.MESH_AXES))
 
 
 def _divided(n: int, t: int) -> float:
@@ -122,32 +120,26 @@ def stack_activation_bytes(cfg, remat: str, rows: int, length: int, tensor: int,
   return rows * (layers * saved + working + outside)
 
 
-def activation_bytes(config: ml_collections.ConfigDict, rows: int, tensor: int) -> float:
+def activation_bytes(experiment: Experiment, rows: int, tensor: int) -> float:
   """One chip's activations for `rows` rows (per microbatch), all stacks and the logits."""
-  cfg = model_config(config)
-  length, encoder_length = objectives.row_lengths(config)
-  if cfg.family == "encoder_decoder":
-    total = (stack_activation_bytes(cfg, cfg.remat, rows, encoder_length, tensor, cfg.num_layers)
-             + stack_activation_bytes(cfg, cfg.remat, rows, length, tensor, cfg.decoder_layers,
-                                      cross_length=encoder_length, causal=True))
-  else:
-    causal = cfg.family == "decoder" and config.objective != "prefix_lm"
-    total = stack_activation_bytes(cfg, cfg.remat, rows, length, tensor, cfg.num_layers,
-                                   causal=causal)
+  cfg, config = experiment.model_cfg, experiment.config
+  total = sum(stack_activation_bytes(cfg, cfg.remat, rows, s.length, tensor, s.layers,
+                                     cross_length=s.cross_length, causal=s.causal)
+              for s in experiment.stacks)
   # Logits [rows, positions alive at once, V] in float32, their log-softmax and gradient, and
   # the matmul output: the scored positions (train/loss.py), or a chunk of them.
-  alive = config.train.loss_chunk or objectives.scored_length(config)
+  alive = config.train.loss_chunk or experiment.task.scored_length
   vocab = _divided(cfg.vocab_size, tensor)
   return total + rows * alive * vocab * (4 + 4 + np.dtype(cfg.dtype).itemsize)
 
 
-def layer_weight_bytes(config: ml_collections.ConfigDict) -> int:
+def layer_weight_bytes(experiment: Experiment) -> int:
   """Bytes of the largest layer's weights in the compute dtype (what FSDP gathers at once)."""
-  cfg = model_config(config)
+  cfg = experiment.model_cfg
   d, n, k, h, f = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim, cfg.mlp_dim
   attention = d * h * (2 * n + 2 * k)
   mlp = d * f * (3 if ACTIVATIONS[cfg.activation][1] else 2)
-  cross = attention if cfg.family == "encoder_decoder" else 0
+  cross = attention if any(s.cross_length for s in experiment.stacks) else 0
   return (attention + cross + mlp) * np.dtype(cfg.dtype).itemsize
 
 
@@ -171,28 +163,28 @@ class Layout:
 def estimate(config: ml_collections.ConfigDict, sizes: tuple[int, int, int]) -> Layout:
   """One chip's memory for `config` on a mesh of `sizes` (data, fsdp, tensor)."""
   data, fsdp, tensor = sizes
-  mesh = AbstractMesh(sizes, sharding.MESH_AXES)
-  rules = tuple((name, axes) for name, axes in config.sharding.rules)
   batch, micro = config.train.batch_size, config.train.microbatches
-  shards = sharding.batch_divisor(mesh, rules)
+  shards = sharding.batch_divisor(AbstractMesh(tuple(sizes), sharding.MESH_AXES),
+                                  sharding.rules(config))
   if batch % (shards * micro):
     return Layout(*sizes, problem=f"batch {batch} does not split into {shards} shards"
                   + (f" x {micro} microbatches" if micro > 1 else ""))
   try:
-    state, params = state_bytes(config, mesh)
+    experiment = shapes_only(config, sizes)
+    state, params = state_bytes(experiment)
   except ValueError as e:
     return Layout(*sizes, problem=str(e).split(";")[0])
   rows = batch // shards // micro
   # float32 gradients like the params; accumulated microbatches add a second copy.
   grads = params * (2 if micro > 1 else 1)
-  gathered = 2 * layer_weight_bytes(config) / tensor if fsdp > 1 else 0
+  gathered = 2 * layer_weight_bytes(experiment) / tensor if fsdp > 1 else 0
   return Layout(*sizes, rows=rows, state=state, grads=grads, gathered=gathered,
-                activations=activation_bytes(config, rows, tensor))
+                activations=activation_bytes(experiment, rows, tensor))
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  topology: aot_compile.Topology
+  topology: hardware.Topology
   layouts: list[Layout]
   model_flops: float  # per chip per step
   best: Layout | None  # the first layout (least communication) that fits
@@ -201,14 +193,14 @@ class Plan:
     return self.model_flops / (self.topology.peak_flops * mfu)
 
 
-def plan(config: ml_collections.ConfigDict, topology: aot_compile.Topology) -> Plan:
+def plan(config: ml_collections.ConfigDict, topology: hardware.Topology) -> Plan:
+  flops = shapes_only(config).flops_per_step / topology.chips  # a bad config fails here
   rows = [estimate(config, sizes) for sizes in layouts(topology)]
   fitting = [r for r in rows if not r.problem and r.total <= topology.usable_bytes]
-  flops = step_lib.model_flops_per_step(config) / topology.chips
   return Plan(topology, rows, flops, fitting[0] if fitting else None)
 
 
-def changes_that_fit(config: ml_collections.ConfigDict, topology: aot_compile.Topology,
+def changes_that_fit(config: ml_collections.ConfigDict, topology: hardware.Topology,
                      sizes: tuple[int, int, int], scale: float = 1.0) -> list[str]:
   """Flags that the estimates say make `config`, on a mesh of `sizes`, fit `topology`: the
   least-communicating other layout, the fewest more microbatches, the weakest stronger
@@ -238,8 +230,9 @@ def changes_that_fit(config: ml_collections.ConfigDict, topology: aot_compile.To
 
 
 def format_plan(p: Plan, config: ml_collections.ConfigDict) -> str:
-  t, cfg = p.topology, model_config(config)
-  length, encoder_length = objectives.row_lengths(config)
+  t, experiment = p.topology, shapes_only(config)
+  cfg = experiment.model_cfg
+  length, encoder_length = experiment.task.lengths
   tokens = f"{encoder_length} + {length}" if encoder_length else f"{length}"
   lines = [f"{t.name} ({t.accelerator_type}): {t.chips} chips of {t.spec.device_kind}, "
            f"{t.spec.usable_gib:g} GiB usable HBM, {t.peak_flops / 1e12:.0f} TFLOP/s bf16 peak",
@@ -262,18 +255,40 @@ def format_plan(p: Plan, config: ml_collections.ConfigDict) -> str:
                  f"{g(r.activations)} | {g(r.total)} | {fits} |")
   lines.append("")
   if p.best:
-    lines.append(f"proposed: --config.mesh.data={p.best.data} --config.mesh.fsdp={p.best.fsdp} "
-                 f"--config.mesh.tensor={p.best.tensor} (estimated {g(p.best.total)} GiB per chip)")
+    mesh = " ".join(f"--config.mesh.{axis}={size}" for axis, size in
+                    zip(sharding.MESH_AXES, (p.best.data, p.best.fsdp, p.best.tensor)))
+    lines += [f"proposed: {mesh} (estimated {g(p.best.total)} GiB per chip)",
+              f"confirm by the real compile (minutes): python -m tools.aot_compile "
+              f"--config=... --topology={t.name} {mesh}"]
   else:
     lines.append(f"no layout fits: {NOTHING_FITS}")
   return "\n".join(lines)
 
 
+def what_to_change(config: ml_collections.ConfigDict, topology: hardware.Topology,
+                   needed: int | None, at_least: bool = False) -> str:
+  """How far the step overflows one chip's usable HBM, and the changes the estimates say fit.
+
+  The estimates are scaled by `needed` (the bytes a compile asked for; `at_least`: a
+  lower bound, as in the compiler's refusal) over the estimate for config's own layout,
+  so that the estimates' error for this model cancels.
+  """
+  sizes = sharding.mesh_shape(config.mesh, topology.chips)
+  own = estimate(config, sizes).total
+  if needed:
+    over = f"{'at least ' * at_least}{(needed - topology.usable_bytes) / GiB:.2f} GiB more than"
+  else:  # known only to need more than there is, and at least the estimate
+    over, needed = "more than", max(topology.usable_bytes + 1, own)
+  changes = changes_that_fit(config, topology, sizes, needed / own if own else 1.0)
+  fixes = ("try " + ", or ".join(changes) if changes else
+           f"no single change is estimated to fit: {NOTHING_FITS}, or several together")
+  return (f"one chip needs {over} the {topology.spec.usable_gib:g} GiB usable on "
+          f"{topology.spec.device_kind}; {fixes} (python -m tools.plan compares every layout)")
+
+
 def define_flags() -> None:
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-  flags.DEFINE_string("topology", None, f"TPU slice: {aot_compile.TOPOLOGY_HELP}.")
-  flags.DEFINE_bool("compile", False, "Confirm the proposed layout with the real compile "
-                    "(tools/aot_compile; needs libtpu, takes minutes).")
+  flags.DEFINE_string("topology", None, f"TPU slice: {hardware.TOPOLOGY_HELP}.")
   flags.mark_flags_as_required(["config", "topology"])
 
 
@@ -282,20 +297,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = flags.FLAGS.config
   try:
-    topology = aot_compile.parse_topology(flags.FLAGS.topology)
-    aot_compile.quiet_libtpu(topology)
+    topology = hardware.parse_topology(flags.FLAGS.topology)
+    hardware.quiet_libtpu(topology)
     result = plan(config, topology)
-    print(format_plan(result, config))
-    if not result.best:
-      sys.exit(1)
-    if flags.FLAGS.compile:
-      for axis, size in zip(sharding.MESH_AXES, (result.best.data, result.best.fsdp,
-                                                 result.best.tensor)):
-        config.mesh[axis] = size
-      report = aot_compile.measure(config, topology, count_layers=False)
-      print("\nreal compile of the proposed layout:\n" + aot_compile.format_report(report))
   except ValueError as e:
     sys.exit(f"error: {e}")
+  print(format_plan(result, config))
+  if not result.best:
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from train import cli, tokenizer
+from train import data as data_lib
 
 USAGE = "commands: encode TEXT | decode ID [ID ...] | info"
 
@@ -62,7 +63,8 @@ def run(config, argv: list[str]) -> list[str]:
   if not arity.get(command, False):
     given = f"bad command {' '.join(argv)!r}" if argv else "no command"
     raise ValueError(f"{given}; {USAGE}")
-  tok, path = tokenizer.load_tokenizer(config)
+  loaded = data_lib.load(config)
+  tok, path = loaded.tokenizer, loaded.tokenizer_path
   if command == "encode":
     return encode(tok, args[0])
   return decode(tok, args) if command == "decode" else info(tok, path)

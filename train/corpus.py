@@ -129,9 +129,3 @@ def build(corpus: Corpus, data_dir: str) -> TextFiles:
       raise ValueError(f"corpus {corpus.root!r} has no non-empty text documents in its {split} "
                        "split; add text files")
   return builder
-
-
-def texts(documents):
-  """The text of each document of a data source (from `build(...).as_data_source`), in order."""
-  for i in range(len(documents)):
-    yield documents[i]["text"].decode("utf-8")

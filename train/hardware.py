@@ -1,8 +1,19 @@
-"""Peak FLOP/s of the devices, for model FLOPs utilisation (MFU)."""
+"""The hardware tables in one place: published peaks (for MFU) and Cloud TPU slices.
+
+Peaks are dense bf16 FLOP/s per chip from the vendors' datasheets; on CPU the peak is
+a matmul measured in this process. TPU generations and slice shapes are those Cloud
+TPU offers, for compiling the train step for a slice on any machine (tools/aot_compile).
+"""
+import dataclasses
+import math
+import os
+import re
 import time
 
 import jax
 import jax.numpy as jnp
+
+GiB = 2**30
 
 # Published dense bf16 peaks per chip (vendor datasheets).
 PUBLISHED_PEAK = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5": 459e12,
@@ -31,3 +42,96 @@ def peak_flops_per_device() -> tuple[float, str]:
       return peak, f"published bf16 peak of {kind}"
   # On CPU all devices share the same cores, so the matmul peak is for the whole host.
   return measured_matmul_peak() / jax.local_device_count(), "fp32 matmul measured in-process"
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+  device_kind: str  # what jax reports; the key of train/PUBLISHED_PEAK
+  hbm_gib: float  # published
+  usable_gib: float  # what libtpu's compiler lets a program use
+  dims: int  # 2: a 2D torus named AxB; 3: a 3D torus named AxBxC
+  chip_config: str  # "megacore": the chip's two TensorCores are one JAX device, as on a real VM
+  max_chips: int  # a whole pod
+  cloud_name: str  # accelerator type prefix, counted in chips (v5e, v6e) or TensorCores (v4, v5p)
+
+
+# HBM per chip as published on Cloud TPU's system-architecture pages
+# (cloud.google.com/tpu/docs/v4, /v5e, /v5p, /v6e: "32 GiB", "16 GB", "95 GB", "32 GB").
+# Usable: the limit libtpu 0.0.42.1 names when a program exceeds it ("available HBM").
+GENERATIONS = {
+    "v4": Generation("TPU v4", 32, 30.75, 3, "megacore", 4096, "v4-{cores}"),
+    "v5e": Generation("TPU v5 lite", 16, 15.75, 2, "default", 256, "v5litepod-{chips}"),
+    "v5p": Generation("TPU v5", 95, 95.74, 3, "megacore", 8960, "v5p-{cores}"),
+    "v6e": Generation("TPU v6 lite", 32, 31.25, 2, "default", 256, "v6e-{chips}"),
+}
+# The 2D slice shapes Cloud TPU offers for v5e and v6e.
+SHAPES_2D = {(1, 1), (2, 2), (2, 4), (4, 4), (4, 8), (8, 8), (8, 16), (16, 16)}
+# v4/v5p: these slices under a cube; from a cube (4x4x4) up, every side a multiple of 4.
+SMALL_SHAPES_3D = {(2, 2, 1), (2, 2, 2), (2, 2, 4), (2, 4, 4)}
+TOPOLOGY_HELP = ("v5e:AxB or v6e:AxB (1x1, 2x2, 2x4, 4x4, 4x8, 8x8, 8x16, 16x16), v4:AxBxC or "
+                 "v5p:AxBxC (2x2x1, 2x2x2, 2x2x4, 2x4x4, or sides that are multiples of 4 in "
+                 "increasing order, e.g. 4x4x8)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+  name: str  # e.g. "v5e:16x16"
+  generation: str
+  shape: tuple[int, ...]
+
+  @property
+  def chips(self) -> int:
+    return math.prod(self.shape)
+
+  @property
+  def spec(self) -> Generation:
+    return GENERATIONS[self.generation]
+
+  @property
+  def usable_bytes(self) -> int:
+    return int(self.spec.usable_gib * GiB)
+
+  @property
+  def accelerator_type(self) -> str:
+    """The Cloud TPU name of the slice, e.g. v5litepod-256 or v5p-128."""
+    return self.spec.cloud_name.format(chips=self.chips, cores=2 * self.chips)
+
+  @property
+  def peak_flops(self) -> float:
+    return PUBLISHED_PEAK[self.spec.device_kind]
+
+
+def parse_topology(name: str) -> Topology:
+  """The slice named `name`; ValueError for names Cloud TPU does not offer.
+
+  libtpu itself accepts any AxB(xC), even slices larger than a pod, so the
+  published shapes are checked here.
+  """
+  match = re.fullmatch(r"(v4|v5e|v5p|v6e):(\d+(?:x\d+)*)", name)
+  if not match:
+    raise ValueError(f"unknown topology {name!r}; use {TOPOLOGY_HELP}")
+  generation, shape = match[1], tuple(int(d) for d in match[2].split("x"))
+  spec = GENERATIONS[generation]
+  if len(shape) != spec.dims:
+    raise ValueError(f"topology {name!r}: {generation} slices have {spec.dims} sides; "
+                     f"use {TOPOLOGY_HELP}")
+  if spec.dims == 2:
+    known = shape in SHAPES_2D
+  else:
+    cube_multiple = all(d % 4 == 0 for d in shape) and list(shape) == sorted(shape)
+    known = shape in SMALL_SHAPES_3D or cube_multiple
+  topology = Topology(name, generation, shape)
+  if not known or topology.chips > spec.max_chips:
+    raise ValueError(f"topology {name!r} is not a {generation} slice Cloud TPU offers "
+                     f"(a pod has {spec.max_chips} chips); use {TOPOLOGY_HELP}")
+  return topology
+
+
+def quiet_libtpu(topology: Topology) -> None:
+  """Nothing here runs on a TPU: keep JAX on the CPU, and tell libtpu what it would otherwise
+  ask the (absent) GCE metadata server, which it warns about on stderr."""
+  for name, value in (("JAX_PLATFORMS", "cpu"), ("TPU_SKIP_MDS_QUERY", "1"),
+                      ("TPU_WORKER_HOSTNAMES", "localhost"),
+                      ("TPU_ACCELERATOR_TYPE", topology.accelerator_type)):
+    os.environ.setdefault(name, value)
+  jax.config.update("jax_platforms", os.environ["JAX_PLATFORMS"])

@@ -1,6 +1,6 @@
-"""Metrics from summed counts, written to metrics.jsonl and TensorBoard by the first host."""
+"""Step sums added over an interval, and metrics written to metrics.jsonl and TensorBoard by
+the first host (what the metrics are is the task's: train/tasks.py)."""
 import json
-import math
 import os
 import time
 
@@ -8,15 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from tensorboardX import SummaryWriter
-
-
-def summarize(sums: dict) -> dict:
-  """Loss, perplexity, bits per byte and token accuracy from summed nll/tokens/bytes/correct."""
-  tokens = max(float(sums["tokens"]), 1.0)
-  loss = float(sums["nll"]) / tokens
-  return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
-          "bits_per_byte": float(sums["nll"]) / math.log(2) / max(float(sums["bytes"]), 1.0),
-          "accuracy": float(sums["correct"]) / tokens}
 
 
 def _first_nonzero(a, b):

@@ -6,12 +6,19 @@ objective's `raw_length`. Every objective returns `targets` and `weights` (the
 loss weight of each target) plus the inputs its family's model reads
 (`model.FAMILIES[family].INPUTS`). Random choices come from the generator the
 pipeline passes in, keyed by (config seed, global example index).
+
+`OBJECTIVES` is the registry: each class says which families it fits, how it is
+built from a config, the row lengths it makes, how many positions per row it scores,
+whether a decoder row has a bidirectional prefix, and what its scored tokens are.
+Nothing outside this file branches on an objective's name.
 """
+import abc
 import dataclasses
 
 import ml_collections
 import numpy as np
 
+from model import FAMILIES
 from train import noise
 from train.tokenizer import BOS_ID, EOS_ID, MASK_ID, NUM_SENTINELS, PAD_ID, Tokenizer
 
@@ -47,34 +54,86 @@ def causal_lm(row: dict) -> dict:
           "weights": (segment_ids > 0).astype(np.float32)}
 
 
-@dataclasses.dataclass(frozen=True)
-class CausalLM:
-  """GPT: predict every token from the ones before it, within its document."""
+_EVAL_SEED = ("drawn with the fixed evaluation seed (config.seed={seed}, the validation stream): "
+              "the same on every run")
+
+
+class Objective(abc.ABC):
+  """What every objective tells about itself; subclasses set the class fields."""
+  NAME: str
+  FAMILIES: tuple[str, ...]  # the model families whose inputs it makes
+  bidirectional_prefix = False  # a decoder's rows carry a `prefix` read both ways
+  max_scored = 0  # positions per row the loss may score (0: every position)
   seq_len: int
-  families = ("decoder",)
-  max_scored = 0  # every position
 
   @property
   def raw_length(self) -> int:
+    """Tokens of a packed row before the objective applies."""
     return self.seq_len
+
+  @property
+  def lengths(self) -> tuple[int, int]:
+    """(decoder or only-stack row length, encoder row length or 0) of its examples."""
+    return self.seq_len, 0
+
+  def example_shapes(self) -> dict:
+    """{field: (length, dtype)} of one example, from a dummy row of text tokens."""
+    row = {"targets": np.full(self.raw_length, FIRST_TEXT_ID, np.int32),
+           "targets_segment_ids": np.ones(self.raw_length, np.int32),
+           "targets_positions": np.arange(self.raw_length, dtype=np.int32)}
+    example = self(row, noise.example_rng(0, 0))
+    return {k: (len(v), v.dtype) for k, v in example.items()}
+
+  @classmethod
+  @abc.abstractmethod
+  def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "Objective":
+    """The objective `config` describes (with `tokenizer`'s word starts where it needs them)."""
+
+  @abc.abstractmethod
+  def __call__(self, row: dict, rng: np.random.Generator) -> dict:
+    """One example (model inputs, `targets`, `weights`) of a packed row."""
+
+  @abc.abstractmethod
+  def describe_scored(self, seed: int) -> str:
+    """What the scored tokens of an evaluation are, in words."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CausalLM(Objective):
+  """GPT: predict every token from the ones before it, within its document."""
+  seq_len: int
+  NAME = "causal_lm"
+  FAMILIES = ("decoder", "lstm")
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "CausalLM":
+    return cls(config.data.seq_len)
 
   def __call__(self, row: dict, rng: np.random.Generator) -> dict:
     del rng
     return causal_lm(row)
 
+  def describe_scored(self, seed: int) -> str:
+    return ("every token of every document and its EOS, each predicted from the tokens before "
+            "it in its row (a document longer than a row goes on in the next row, without the "
+            "earlier context)")
+
 
 @dataclasses.dataclass(frozen=True)
-class MaskedLM:
+class MaskedLM(Objective):
   """BERT: select `rate` of the text tokens, corrupt them 80/10/10, predict them."""
   seq_len: int
   rate: float
   vocab_size: int
   word_starts: np.ndarray | None  # [V] bool, for whole-word masking
-  families = ("encoder",)
+  NAME = "mlm"
+  FAMILIES = ("encoder",)
 
-  @property
-  def raw_length(self) -> int:
-    return self.seq_len
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "MaskedLM":
+    n = config.noise
+    starts = tokenizer.word_starts() if n.whole_word_masking and tokenizer is not None else None
+    return cls(config.data.seq_len, n.mlm_rate, config.data.vocab_size, starts)
 
   @property
   def max_scored(self) -> int:
@@ -96,17 +155,26 @@ class MaskedLM:
     return {"inputs": inputs, "targets": tokens, "positions": row["targets_positions"],
             "segment_ids": segment_ids, "weights": selected.astype(np.float32)}
 
+  def describe_scored(self, seed: int) -> str:
+    return f"the masked-LM targets, {self.rate:.0%} of the text tokens, " + _EVAL_SEED.format(
+        seed=seed)
+
 
 @dataclasses.dataclass(frozen=True)
-class SpanCorruption:
+class SpanCorruption(Objective):
   """T5: drop random spans from a raw row; the encoder reads the rest with one sentinel per
   span, the decoder writes the spans after their sentinels."""
   seq_len: int  # encoder inputs, filled exactly by a full raw row
   density: float
   mean_span: float
   vocab_size: int
-  families = ("encoder_decoder",)
-  max_scored = 0  # every target position
+  NAME = "span_corruption"
+  FAMILIES = ("encoder_decoder",)
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "SpanCorruption":
+    n = config.noise
+    return cls(config.data.seq_len, n.noise_density, n.mean_span_length, config.data.vocab_size)
 
   @property
   def raw_length(self) -> int:
@@ -115,6 +183,10 @@ class SpanCorruption:
   @property
   def targets_length(self) -> int:
     return noise.raw_length(self.seq_len, self.density, self.mean_span)[1]
+
+  @property
+  def lengths(self) -> tuple[int, int]:
+    return self.targets_length, self.seq_len
 
   def __call__(self, row: dict, rng: np.random.Generator) -> dict:
     # A raw row is one example, documents and all, as in T5's pretraining mixture.
@@ -128,32 +200,50 @@ class SpanCorruption:
     return _encoder_decoder_example(inputs, targets, self.seq_len, self.targets_length,
                                     scored=row["targets_segment_ids"].any())
 
+  def describe_scored(self, seed: int) -> str:
+    return (f"the span-corruption targets (noise density {self.density}, mean span "
+            f"{self.mean_span}; with a sentinel per span and EOS, which stand for no bytes), "
+            + _EVAL_SEED.format(seed=seed))
+
 
 @dataclasses.dataclass(frozen=True)
-class PrefixLM:
+class PrefixLM(Objective):
   """Split a raw row at a random point; predict the suffix from the prefix, which is read
   bidirectionally (a decoder's prefix positions attend both ways; an encoder-decoder
   encodes the prefix). The T5 paper's "prefix LM" and encoder-decoder "LM" objectives."""
   seq_len: int
-  family: str
-  families = ("decoder", "encoder_decoder")
-  max_scored = 0  # every target position
+  encoded: bool  # the prefix goes to an encoder (the family reads `encoder_inputs`)
+  NAME = "prefix_lm"
+  FAMILIES = ("decoder", "encoder_decoder")
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "PrefixLM":
+    return cls(config.data.seq_len,
+               encoded="encoder_inputs" in FAMILIES[config.model.family].INPUTS)
+
+  @property
+  def bidirectional_prefix(self) -> bool:
+    return not self.encoded
 
   @property
   def raw_length(self) -> int:
     # An encoder-decoder appends EOS to the prefix and to the suffix.
-    return self.seq_len if self.family == "decoder" else self.seq_len - 1
+    return self.seq_len - 1 if self.encoded else self.seq_len
 
   @property
   def targets_length(self) -> int:
     return self.seq_len
+
+  @property
+  def lengths(self) -> tuple[int, int]:
+    return self.seq_len, self.seq_len if self.encoded else 0
 
   def __call__(self, row: dict, rng: np.random.Generator) -> dict:
     # [R] -> [n]
     tokens = row["targets"][row["targets_segment_ids"] > 0]
     n = len(tokens)
     split = int(rng.integers(1, n)) if n > 1 else n
-    if self.family == "encoder_decoder":
+    if self.encoded:
       return _encoder_decoder_example(np.append(tokens[:split], EOS_ID),
                                       np.append(tokens[split:], EOS_ID), self.seq_len,
                                       self.seq_len, scored=n > 1)
@@ -165,6 +255,9 @@ class PrefixLM:
     return {"inputs": _shift_right(targets, segment_ids, BOS_ID), "targets": targets,
             "positions": positions, "segment_ids": segment_ids,
             "prefix": prefix.astype(np.int32), "weights": weights.astype(np.float32)}
+
+  def describe_scored(self, seed: int) -> str:
+    return "each row's suffix after a random split point, " + _EVAL_SEED.format(seed=seed)
 
 
 def _encoder_decoder_example(inputs: np.ndarray, targets: np.ndarray, inputs_length: int,
@@ -180,37 +273,23 @@ def _encoder_decoder_example(inputs: np.ndarray, targets: np.ndarray, inputs_len
           "weights": ((segment_ids > 0) & scored).astype(np.float32)}
 
 
-NAMES = ("causal_lm", "mlm", "span_corruption", "prefix_lm")
-FAMILY_OBJECTIVES = {"decoder": ("causal_lm", "prefix_lm"), "encoder": ("mlm",),
-                     "encoder_decoder": ("span_corruption", "prefix_lm"),
-                     "lstm": ("causal_lm",)}
+OBJECTIVES = {o.NAME: o for o in (CausalLM, MaskedLM, SpanCorruption, PrefixLM)}
 
 
-def row_lengths(config: ml_collections.ConfigDict) -> tuple[int, int]:
-  """(decoder or only-stack row length, encoder row length or 0) of the config's batches."""
-  if config.model.family == "encoder_decoder":
-    return make(config).targets_length, config.data.seq_len
-  return config.data.seq_len, 0
+def fitting(family: str) -> tuple[str, ...]:
+  """The objectives that make `family`'s inputs, the family's default first."""
+  return tuple(name for name, o in OBJECTIVES.items() if family in o.FAMILIES)
 
 
-def scored_length(config: ml_collections.ConfigDict) -> int:
-  """Positions per row that the loss projects onto the vocabulary."""
-  return make(config).max_scored or row_lengths(config)[0]
+def make(config: ml_collections.ConfigDict, tokenizer: Tokenizer | None = None) -> Objective:
+  """The objective of `config` (its sizes only, if `tokenizer` is None: for shapes and checks).
 
-
-def make(config: ml_collections.ConfigDict, tokenizer: Tokenizer | None = None):
-  """The objective of `config` (its sizes only, if `tokenizer` is None: for shapes and checks)."""
-  name, seq_len, n = config.objective, config.data.seq_len, config.noise
-  vocab = config.data.vocab_size
-  if name == "causal_lm":
-    return CausalLM(seq_len)
-  if name == "mlm":
-    starts = None
-    if n.whole_word_masking and tokenizer is not None:
-      starts = tokenizer.word_starts()
-    return MaskedLM(seq_len, n.mlm_rate, vocab, starts)
-  if name == "span_corruption":
-    return SpanCorruption(seq_len, n.noise_density, n.mean_span_length, vocab)
-  if name == "prefix_lm":
-    return PrefixLM(seq_len, config.model.family)
-  raise ValueError(f"config.objective={name!r} is not one of {NAMES}")
+  Raises ValueError naming the fix for an unknown objective or one its family cannot train.
+  """
+  name, family = config.objective, config.model.family
+  if name not in OBJECTIVES:
+    raise ValueError(f"config.objective={name!r} is not one of {tuple(OBJECTIVES)}")
+  if family not in OBJECTIVES[name].FAMILIES:
+    raise ValueError(f"config.objective={name!r} does not fit config.model.family="
+                     f"{family!r}; choose one of {fitting(family)}")
+  return OBJECTIVES[name].from_config(config, tokenizer)

@@ -3,7 +3,7 @@
 A pretrained directory holds `config.json` (the full experiment config, as a
 workdir's) and `params/` (an orbax tree of the model's parameters, named as
 `nnx.to_pure_dict(nnx.state(model, nnx.Param))`). tools/convert_hf.py writes
-and reads them; fine-tuning starts from them.
+and reads them; tools/generate.py generates from them.
 """
 import json
 import os
@@ -14,7 +14,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from model import build_model, model_config
+from model import abstract_model, model_config
 
 
 def save_params(directory: str, config: ml_collections.ConfigDict, params) -> None:
@@ -46,7 +46,7 @@ def load_params(directory: str, shardings=None) -> tuple[ml_collections.ConfigDi
   """
   config = load_config(directory)
   cfg = model_config(config)
-  abstract = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: build_model(cfg, 0)), nnx.Param))
+  abstract = nnx.to_pure_dict(nnx.state(abstract_model(cfg), nnx.Param))
   if shardings is None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     shardings = jax.tree.map(lambda _: device, abstract)

@@ -42,6 +42,11 @@ def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices=None) -> Mesh:
                        devices=devices)
 
 
+def rules(config: ml_collections.ConfigDict) -> Rules:
+  """config.sharding.rules as a tuple of (logical name, mesh axes) pairs."""
+  return tuple((name, axes) for name, axes in config.sharding.rules)
+
+
 def logical_to_mesh(names: Sequence[str | None], rules: Rules) -> P:
   """PartitionSpec over mesh axes for one array's logical axis names."""
   return nn.logical_to_mesh_axes(tuple(names), rules)

@@ -8,11 +8,8 @@ import io
 import os
 import re
 
-import ml_collections
 import numpy as np
 import sentencepiece as spm
-
-from train import corpus
 
 PAD_ID, EOS_ID, UNK_ID, BOS_ID, MASK_ID = 0, 1, 2, 3, 4
 MASK_PIECE = "<mask>"
@@ -121,28 +118,13 @@ def _train_sentencepiece(texts, vocab_size: int, num_sentences: int, proto: io.B
 
 
 def load_or_train(path: str, texts, vocab_size: int, num_sentences: int) -> Tokenizer:
-  """The tokenizer cached at `path`, trained on `texts` (an iterable of str) first if missing."""
+  """The tokenizer cached at `path`, trained first if missing on `texts()` (a callable
+  returning str documents, called only then)."""
   if not os.path.exists(path):
-    proto = train(texts, vocab_size, num_sentences)
+    proto = train(texts(), vocab_size, num_sentences)
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "wb") as f:
       f.write(proto)
     os.replace(tmp, path)  # atomic: a crash never leaves half a model behind
   with open(path, "rb") as f:
     return Tokenizer(f.read(), vocab_size)
-
-
-def for_corpus(corpus_dir: str, train_documents,
-               data: ml_collections.ConfigDict) -> tuple[Tokenizer, str]:
-  """(tokenizer, model path) of `config.data`, cached in the corpus's directory."""
-  path = os.path.join(corpus_dir, f"spm_unigram_{data.vocab_size}.model")
-  return load_or_train(path, corpus.texts(train_documents), data.vocab_size,
-                       data.tokenizer_sentences), path
-
-
-def load_tokenizer(config: ml_collections.ConfigDict) -> tuple[Tokenizer, str]:
-  """(tokenizer, model path) a run of `config` uses, building its corpus and tokenizer if needed."""
-  data = config.data
-  data_corpus = corpus.resolve(data.source, data.validation_percent)
-  documents = corpus.build(data_corpus, data.data_dir).as_data_source("train")
-  return for_corpus(data_corpus.dir(data.data_dir), documents, data)

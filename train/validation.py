@@ -6,7 +6,9 @@ import os
 import jax
 import ml_collections
 
+from configs import common
 from model import model_config
+from model.config import REMOVED
 from train import objectives
 
 # Fields that may differ when a workdir is resumed: they change where or how
@@ -14,16 +16,16 @@ from train import objectives
 RESUMABLE_CHANGES = {"data.data_dir", "data.num_threads", "train.log_every",
                      # A run may resume on another mesh: tests/test_sharding.py shows the
                      # numbers do not depend on the layout.
-                     "mesh.data", "mesh.fsdp", "mesh.tensor"}
+                     "mesh.data", "mesh.fsdp", "mesh.tensor",
+                     # The rules lay the same numbers out, as the mesh does.
+                     "sharding.rules"}
 
 
 def validate(config: ml_collections.ConfigDict, batch_divisor: int) -> None:
-  """Raises ValueError naming the field and the fix for a config that cannot run."""
+  """Raises ValueError naming the field and the fix for a config that cannot run (the task
+  checks its own fields: train/tasks.py)."""
   model_config(config)
-  family, objective = config.model.family, config.objective
-  if objective not in objectives.FAMILY_OBJECTIVES.get(family, ()):
-    raise ValueError(f"config.objective={objective!r} does not fit config.model.family="
-                     f"{family!r}; choose one of {objectives.FAMILY_OBJECTIVES.get(family, ())}")
+  objectives.make(config)  # an unknown objective, or one the family cannot train
   t = config.train
   for name in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
                "keep_checkpoints"):
@@ -48,15 +50,6 @@ def validate(config: ml_collections.ConfigDict, batch_divisor: int) -> None:
     raise ValueError(f"config.train.microbatches={t.microbatches} must divide each of the "
                      f"{shards} batch shards of config.train.batch_size={t.batch_size}; use a "
                      f"divisor of {t.batch_size // shards}")
-  scored = objectives.scored_length(config)
-  if t.loss_chunk < 0 or (t.loss_chunk and scored % t.loss_chunk):
-    raise ValueError(f"config.train.loss_chunk={t.loss_chunk} must divide the {scored} positions "
-                     f"per row that the loss scores; use a divisor of {scored}, or 0 for all")
-  s = config.sample
-  if family == "decoder" and s.prompt_tokens + s.new_tokens > config.model.max_length:
-    raise ValueError(f"config.sample.prompt_tokens + new_tokens = "
-                     f"{s.prompt_tokens + s.new_tokens} exceeds config.model.max_length="
-                     f"{config.model.max_length}; shorten them")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -84,6 +77,14 @@ def check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> Non
   with open(path, encoding="utf-8") as f:
     saved = _flatten(json.load(f))
   now = _flatten(current)
+  # A field added to the project after the run started is unchanged if it holds the
+  # default: the code before it behaved as the default does.
+  defaults = _flatten(json.loads(common.base_config().to_json()))
+  saved.update({k: defaults[k] for k in now.keys() - saved.keys() if k in defaults})
+  # A field the project removed is unchanged if it held what the code does now.
+  for field, value in REMOVED.items():
+    if saved.get(f"model.{field}") == value:
+      del saved[f"model.{field}"]
   changed = sorted(k for k in saved.keys() | now.keys()
                    if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
   if changed:

@@ -1,0 +1,25 @@
+"""tools/record_steps: recordings are compared bit for bit, and differences are named."""
+import numpy as np
+
+from tools import record_steps
+
+
+def _recording(loss_bits=0):
+  losses = np.array([5.5, 5.25, 5.0])
+  losses.view(np.int64)[-1] += loss_bits  # one bit further, in the last place
+  return {"gpt_tiny/losses": losses, "gpt_tiny/validation_loss": np.array([5.1]),
+          "gpt_tiny/params/embed/embedding": np.arange(6, dtype=np.float32).reshape(2, 3)}
+
+
+def test_identical_recordings_compare_equal():
+  assert record_steps.compare(_recording(), _recording()) == [
+      "gpt_tiny: identical (3 losses, last 5.000000; 1 parameter arrays)"]
+
+
+def test_one_bit_or_one_missing_array_is_a_difference():
+  [line] = record_steps.compare(_recording(), _recording(loss_bits=1))
+  assert line.startswith("gpt_tiny: DIFFERENT: 1 arrays differ (gpt_tiny/losses)")
+  fewer = _recording()
+  del fewer["gpt_tiny/params/embed/embedding"]
+  [line] = record_steps.compare(_recording(), fewer)
+  assert "1 missing (gpt_tiny/params/embed/embedding)" in line

@@ -1,0 +1,47 @@
+"""The documents and tokenizer of a config: the one loader the trainer, evaluation and tools share."""
+import contextlib
+import dataclasses
+import os
+
+import ml_collections
+
+from train import sources, tokenizer
+
+
+@dataclasses.dataclass
+class Data:
+  """A prepared document source and the tokenizer trained on (a sample of) its train split."""
+  source: sources.DocumentSource
+  tokenizer: tokenizer.Tokenizer
+  tokenizer_path: str
+  sample_lines: int  # config.data.tokenizer_sentences: the sample's size in non-blank lines
+  _sample: list[str] | None = dataclasses.field(default=None, repr=False)
+
+  def documents(self, split: str):
+    return self.source.split(split)
+
+  def sample_texts(self) -> list[str]:
+    """The train split's bounded sample (read once): what the tokenizer and the unigram
+    baseline read."""
+    if self._sample is None:
+      self._sample = sources.sample_texts(self.documents("train"), self.sample_lines)
+    return self._sample
+
+
+def load(config: ml_collections.ConfigDict, timer=None,
+         source: sources.DocumentSource | None = None) -> Data:
+  """Prepares `config.data.source` (or `source`, already resolved from it), built once under
+  config.data.data_dir, and its tokenizer (trained once on the train split's sample, then
+  cached next to the data). `timer(phase)` times the "corpus" and "tokenizer" phases."""
+  timer = timer or (lambda name: contextlib.nullcontext())
+  data = config.data
+  source = sources.resolve(data) if source is None else source
+  with timer("corpus"):
+    source.prepare(data.data_dir)
+  directory = os.path.join(os.path.expanduser(data.data_dir), source.cache_key)
+  path = os.path.join(directory, f"spm_unigram_{data.vocab_size}.model")
+  loaded = Data(source, None, path, data.tokenizer_sentences)
+  with timer("tokenizer"):
+    loaded.tokenizer = tokenizer.load_or_train(path, loaded.sample_texts,
+                                               data.vocab_size, data.tokenizer_sentences)
+  return loaded
