@@ -102,9 +102,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, text_files: str
     source = f"tfds {tfds_split}" + (f" in {tfds_data_dir}" if tfds_data_dir else "")
     if not len(documents):
       raise ValueError(f"--tfds={tfds_split!r} holds no documents")
-  state = Experiment(config).restore(workdir)
+  experiment = Experiment(config)
+  state = experiment.restore(workdir)
   tok = data_lib.load(config).tokenizer
-  scoring = Experiment(_with_batch_size(config, batch_size) if batch_size else config)
+  scoring = Experiment(_with_batch_size(config, batch_size)) if batch_size else experiment
   scores = evaluation.score(scoring, state.params, documents, tok)
   text_bytes = sum(len(documents[i]["text"]) for i in range(len(documents)))
   return dict(scores, workdir=workdir, step=int(state.step), source=source,
