@@ -43,10 +43,18 @@ def model_graphdef(cfg: ModelConfig) -> nnx.GraphDef:
   return graphdef
 
 
-def count_params(cfg: ModelConfig) -> int:
-  """Exact parameter count, from shapes only (nothing is allocated)."""
+# Logical axes of the tables that scaling laws leave out of the "non-embedding" count
+# (Kaplan et al. 2020): token embeddings and projections onto the vocabulary, position tables.
+EMBEDDING_AXES = ("vocab", "length")
+
+
+def count_params(cfg: ModelConfig, embedding: bool = True) -> int:
+  """Exact parameter count, from shapes only (nothing is allocated); `embedding=False` leaves
+  out the parameters with an EMBEDDING_AXES axis."""
   params = nnx.state(abstract_model(cfg), nnx.Param)
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  return sum(int(np.prod(x.shape)) for x in leaves
+             if embedding or not set(EMBEDDING_AXES) & set(x.get_metadata().get("out_sharding") or ()))
 
 
 def train_flops_per_row(cfg: ModelConfig, length: int, encoder_length: int = 0,

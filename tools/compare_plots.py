@@ -1,0 +1,104 @@
+"""tools/compare's pictures (matplotlib, no display needed): learning curves and scaling fits.
+
+One figure per comparability group (tools/compare_runs.py), so bits per byte of different
+objectives never share an axis: evaluation bits per byte against tokens, training FLOPs
+and wall time, a line per configuration (the seeds' mean) and a band from their minimum
+to maximum.
+"""
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import numpy as np  # noqa: E402
+
+AXES = (("tokens_seen", "training tokens"), ("flops_seen", "training FLOPs"),
+        ("wall_time", "wall time (s)"))
+
+
+def _curves(seeds) -> dict:
+  """{x name: (x, mean, low, high)} over the evaluation steps every seed reached."""
+  steps = sorted(set.intersection(*[{r["step"] for r in run.curve} for run in seeds]))
+  out = {}
+  for name, _ in AXES:
+    xs, ys = [], []
+    for step in steps:
+      points = [next(r for r in reversed(run.curve) if r["step"] == step) for run in seeds]
+      xs.append(np.mean([p[name] for p in points]))
+      ys.append([p["bits_per_byte"] for p in points])
+    ys = np.asarray(ys).reshape(len(steps), len(seeds))
+    out[name] = (np.asarray(xs), ys.mean(1), ys.min(1), ys.max(1))
+  return out
+
+
+def learning_curves(rows: list[dict], grouped_runs: list, groups: dict, out_dir: str) -> list:
+  """Writes bits_per_byte_<group>.png per comparability group; returns the paths."""
+  paths = []
+  for letter, what in groups.items():
+    members = [(r, seeds) for r, seeds in zip(rows, grouped_runs) if r["group"] == letter]
+    fig, axes = plt.subplots(1, len(AXES), figsize=(4.2 * len(AXES), 3.4), sharey=True)
+    for r, seeds in members:
+      curves = _curves(seeds)
+      for ax, (name, _) in zip(axes, AXES):
+        x, mean, low, high = curves[name]
+        line, = ax.plot(x, mean, marker="o", markersize=3, label=r["label"])
+        if len(seeds) > 1:
+          ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    for ax, (name, title) in zip(axes, AXES):
+      ax.set_xlabel(title)
+      ax.set_xscale("log" if name != "wall_time" else "linear")
+      ax.grid(alpha=0.3)
+    axes[0].set_ylabel("validation bits per byte")
+    axes[-1].legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"group {letter}: {what['objective']} on {what['data.source']}", fontsize=9)
+    fig.tight_layout()
+    path = os.path.join(out_dir, f"bits_per_byte_{letter}.png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    paths.append(path)
+  return paths
+
+
+def loss_vs_params(points: list[tuple[float, float]], fit: dict | None, out_dir: str) -> str:
+  """Final loss against non-embedding parameters (log x), with the fitted curve if any."""
+  fig, ax = plt.subplots(figsize=(5, 3.6))
+  n = np.array([p for p, _ in points])
+  ax.scatter(n, [loss for _, loss in points], color="k", zorder=3, label="runs")
+  if fit:
+    grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 100)
+    ax.plot(grid, fit["E"] + fit["A"] / grid ** fit["alpha"],
+            label=f"E + A/N^α: α = {fit['alpha']:.3f}, E = {fit['E']:.3f}")
+  ax.set_xscale("log")
+  ax.set_xlabel("non-embedding parameters")
+  ax.set_ylabel("final eval loss")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  path = os.path.join(out_dir, "loss_vs_params.png")
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+  return path
+
+
+def isoflop(runs: list[dict], optima: dict, out_dir: str) -> str:
+  """Loss against parameters, a curve per FLOP budget, with each budget's fitted vertex."""
+  fig, ax = plt.subplots(figsize=(5, 3.6))
+  for budget in sorted({r["budget"] for r in runs}):
+    points = sorted((r["params"], r["loss"]) for r in runs if r["budget"] == budget)
+    line, = ax.plot(*zip(*points), marker="o", markersize=3, label=f"C = {budget:.2g}")
+    vertex = next((o for o in optima["budgets"] if o["budget"] == budget and o["params_opt"]),
+                  None)
+    if vertex:
+      ax.scatter([vertex["params_opt"]], [vertex["loss_opt"]], marker="*", s=90,
+                 color=line.get_color(), zorder=3)
+  ax.set_xscale("log")
+  ax.set_xlabel("non-embedding parameters")
+  ax.set_ylabel("final eval loss")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  path = os.path.join(out_dir, "isoflop.png")
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+  return path

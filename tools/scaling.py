@@ -1,0 +1,94 @@
+"""Scaling-law fits for tools/compare: loss against size, and compute-optimal size per budget.
+
+- `fit_loss_vs_params`: L(N) = E + A / N^alpha on final loss against non-embedding
+  parameters (Kaplan et al. 2020 fit the same form without E; Chinchilla's approach 3 adds
+  the irreducible term E).
+- `isoflop_optima`: Chinchilla's approach 2 (Hoffmann et al. 2022): at each FLOP budget, a
+  parabola in log N through the runs of that budget; its vertex is the compute-optimal
+  size N*(C), with D* = C / (6 N*) tokens. Then N* = k C^a is fitted across budgets.
+Intervals are 95% ones from the fit's covariance and Student's t with n - p degrees of
+freedom (so five points and three parameters give wide, honest intervals).
+"""
+import math
+
+import numpy as np
+from scipy import optimize, stats
+
+
+def _interval(value: float, stderr: float, dof: int) -> list[float] | None:
+  """The 95% interval of a fitted value; None where the fit leaves no degree of freedom."""
+  if dof < 1 or not math.isfinite(stderr):
+    return None
+  half = float(stats.t.ppf(0.975, dof) * stderr)
+  return [float(value) - half, float(value) + half]
+
+
+def fit_loss_vs_params(params, losses) -> dict:
+  """{E, A, alpha, their 95% intervals, rmse} of L(N) = E + A / N^alpha (least squares).
+
+  Fitted in terms of log A so that A's scale (often 1e2..1e6) does not hamper the solver.
+  Needs at least four points of at least three sizes (three parameters, one degree of
+  freedom left for an interval).
+  """
+  n, loss = np.asarray(params, np.float64), np.asarray(losses, np.float64)
+  if len(n) < 4 or len(np.unique(n)) < 3:
+    raise ValueError(f"a fit of L(N) = E + A / N^alpha needs at least 4 runs of at least 3 "
+                     f"sizes; got {len(n)} runs of {len(np.unique(n))} sizes")
+  model = lambda x, e, log_a, alpha: e + np.exp(log_a - alpha * np.log(x))
+  # Start from E just below the best loss and a line through the extremes in log-log.
+  e0 = 0.9 * loss.min()
+  slope = np.polyfit(np.log(n), np.log(np.maximum(loss - e0, 1e-9)), 1)
+  p0 = (e0, slope[1], max(-slope[0], 1e-3))
+  (e, log_a, alpha), cov = optimize.curve_fit(
+      model, n, loss, p0=p0, bounds=([0.0, -50.0, 0.0], [np.inf, 50.0, 5.0]), maxfev=20_000)
+  err = np.sqrt(np.diag(cov))
+  dof = len(n) - 3
+  log_a_interval = _interval(log_a, err[1], dof)
+  residuals = loss - model(n, e, log_a, alpha)
+  return {"form": "L(N) = E + A / N^alpha", "E": float(e), "A": float(np.exp(log_a)),
+          "alpha": float(alpha), "E_95": _interval(e, err[0], dof),
+          "A_95": log_a_interval and [float(np.exp(v)) for v in log_a_interval],
+          "alpha_95": _interval(alpha, err[2], dof), "points": len(n),
+          "rmse": float(np.sqrt(np.mean(residuals ** 2)))}
+
+
+def isoflop_optima(runs) -> dict:
+  """Compute-optimal sizes from runs {"budget", "params", "loss"} at several FLOP budgets.
+
+  Each budget with runs of at least three sizes gets a parabola of loss in log N; a vertex
+  outside the sizes tried is reported but marked `extrapolated`. With at least two budgets,
+  N* = k C^a is fitted through the vertices in log-log (a's interval needs three).
+  """
+  budgets = {}
+  for r in runs:
+    budgets.setdefault(float(r["budget"]), []).append((float(r["params"]), float(r["loss"])))
+  optima = []
+  for budget, points in sorted(budgets.items()):
+    sizes = sorted({p for p, _ in points})
+    if len(sizes) < 3:
+      continue
+    x = np.log([p for p, _ in points])
+    y = np.array([loss for _, loss in points])
+    curvature, slope, intercept = np.polyfit(x, y, 2)
+    if curvature <= 0:  # no minimum: the budget's runs do not bracket an optimum
+      optima.append({"budget": budget, "params_opt": None, "reason": "loss is not convex in "
+                     "log N at this budget; try sizes on both sides of the optimum"})
+      continue
+    log_opt = -slope / (2 * curvature)
+    n_opt = float(np.exp(log_opt))
+    tokens = budget / (6 * n_opt)
+    optima.append({"budget": budget, "params_opt": n_opt, "tokens_opt": tokens,
+                   "tokens_per_param": tokens / n_opt,
+                   "loss_opt": float(np.polyval([curvature, slope, intercept], log_opt)),
+                   "extrapolated": not sizes[0] <= n_opt <= sizes[-1]})
+  fitted = [o for o in optima if o["params_opt"]]
+  result = {"method": "isoFLOP parabolas (Chinchilla approach 2)", "budgets": optima}
+  if len(fitted) >= 2:
+    log_c = np.log([o["budget"] for o in fitted])
+    log_n = np.log([o["params_opt"] for o in fitted])
+    fit = stats.linregress(log_c, log_n) if len(fitted) >= 3 else None
+    a, log_k = (fit.slope, fit.intercept) if fit else np.polyfit(log_c, log_n, 1)
+    result["params_opt_vs_budget"] = {
+        "form": "N* = k C^a", "a": float(a), "k": float(np.exp(log_k)),
+        "a_95": _interval(a, fit.stderr, len(fitted) - 2) if fit else None}
+  return result
