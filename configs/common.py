@@ -55,6 +55,9 @@ def base_config():
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.objective = "causal_lm"  # causal_lm | prefix_lm | mlm | span_corruption (fit model.family)
+  # How a decoder reads the part of a row it is given (a prefix LM's prefix, span corruption's
+  # inputs): "bidirectional" (the T5 paper's prefix LM) or "causal" (its decoder-only LM).
+  c.decoder_prefix = "bidirectional"
   c.noise = ml_collections.ConfigDict()
   c.noise.mlm_rate = 0.15  # share of text tokens selected (BERT)
   c.noise.whole_word_masking = False

@@ -9,7 +9,9 @@ from model import count_params, model_config
 from train import validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+# Module names under configs/ ("gpt_tiny", "compare.decoder_lm").
+CONFIG_FILES = sorted(os.path.relpath(p, os.path.join(ROOT, "configs"))[:-3].replace(os.sep, ".")
+                      for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
                       if not p.endswith(("__init__.py", "common.py")))
 # Parameter counts of the published models as HF `transformers` builds them
 # (tests/test_convert_hf.py checks each against transformers itself).

@@ -15,7 +15,8 @@ from train.experiment import Experiment
 
 
 @pytest.mark.parametrize("name", ["gpt_tiny", "gpt_prefixlm_tiny", "bert_tiny", "t5_tiny",
-                                  "t5_lm_tiny", "lstm_tiny"])
+                                  "t5_lm_tiny", "lstm_tiny", "compare.decoder_denoising",
+                                  "compare.prefixlm_denoising"])
 def test_the_batch_spec_is_what_the_pipeline_makes(text_dir, data_dir, name):
   """The compiled steps are built for Experiment.batch_spec: it must be a real batch's shape."""
   config = tiny_config(text_dir, data_dir, name)

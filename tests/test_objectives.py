@@ -57,7 +57,8 @@ def test_every_family_has_objectives_and_every_objective_names_real_families():
                                                ("prefix_lm", "decoder"),
                                                ("prefix_lm", "encoder_decoder"),
                                                ("mlm", "encoder"),
-                                               ("span_corruption", "encoder_decoder")])
+                                               ("span_corruption", "encoder_decoder"),
+                                               ("span_corruption", "decoder")])
 def test_example_shapes_are_what_the_objective_makes(built, objective, family):
   """The shapes the compiled step is built for (Experiment.batch_spec) are a real example's."""
   _, _, tok = built
@@ -70,7 +71,8 @@ def test_example_shapes_are_what_the_objective_makes(built, objective, family):
 
 def test_an_objective_its_family_cannot_train_fails_naming_the_choices():
   with pytest.raises(ValueError, match=r"config.objective='mlm' does not fit config.model.family="
-                                       r"'decoder'; choose one of \('causal_lm', 'prefix_lm'\)"):
+                                       r"'decoder'; choose one of \('causal_lm', 'span_corruption', "
+                                       r"'prefix_lm'\)"):
     objectives.make(_config("mlm", "decoder"))
   with pytest.raises(ValueError, match="config.objective='gpt' is not one of"):
     objectives.make(_config("gpt", "decoder"))
@@ -128,6 +130,7 @@ def test_prefix_lm_scores_the_suffix_given_the_prefix(built, family):
   out = objective(row, np.random.default_rng(2))
   tokens = row["targets"]
   if family == "decoder":
+    assert objective.bidirectional_prefix
     split = int(out["weights"].argmax())
     np.testing.assert_array_equal(out["targets"], tokens)
     np.testing.assert_array_equal(out["weights"], np.arange(32) >= split)
@@ -139,6 +142,30 @@ def test_prefix_lm_scores_the_suffix_given_the_prefix(built, family):
     suffix = np.r_[tokens[split:], 1]
     np.testing.assert_array_equal(out["targets"][:len(suffix)], suffix)
     assert out["weights"].sum() == len(suffix)
+
+
+@pytest.mark.parametrize("reading", ["bidirectional", "causal"])
+def test_decoder_span_corruption_is_the_encoder_decoder_example_in_one_row(built, reading):
+  """The T5 paper's decoder-only denoising: the corrupted inputs, then the targets, in one
+  row of seq_len; only the targets are scored; the inputs are a prefix read both ways unless
+  config.decoder_prefix is causal."""
+  config = _config("span_corruption", "decoder", 64)
+  config.decoder_prefix = reading
+  decoder = objectives.make(config)
+  pair = objectives.make(_config("span_corruption", "encoder_decoder", decoder.inputs_length))
+  assert decoder.inputs_length + decoder.targets_length <= 64 < (
+      decoder.inputs_length + 1 + objectives.make(_config(
+          "span_corruption", "encoder_decoder", decoder.inputs_length + 1)).targets_length)
+  assert decoder.raw_length == pair.raw_length and decoder.lengths == (64, 0)
+  _, row = _raw_row(built, decoder.raw_length)
+  one, two = decoder(row, np.random.default_rng(3)), pair(row, np.random.default_rng(3))
+  n_in, n_out = int(two["encoder_segment_ids"].sum()), int(two["segment_ids"].sum())
+  np.testing.assert_array_equal(one["targets"][:n_in + n_out],
+                                np.r_[two["encoder_inputs"][:n_in], two["targets"][:n_out]])
+  np.testing.assert_array_equal(one["weights"], (np.arange(64) >= n_in) & (np.arange(64) < n_in + n_out))
+  assert ("prefix" in one) == (reading == "bidirectional") == decoder.bidirectional_prefix
+  if reading == "bidirectional":
+    np.testing.assert_array_equal(one["prefix"], np.arange(64) <= n_in)
 
 
 @pytest.mark.parametrize("objective, family", [("mlm", "encoder"),

@@ -101,7 +101,8 @@ def test_cli_overrides_train_and_bad_input_fails_in_one_line(text_dir, data_dir,
   assert _snapshot(workdir) == before  # no failure touched the existing run
 
 
-@pytest.mark.parametrize("name", ["bert_tiny", "t5_tiny", "gpt_prefixlm_tiny", "t5_lm_tiny"])
+@pytest.mark.parametrize("name", ["bert_tiny", "t5_tiny", "gpt_prefixlm_tiny", "t5_lm_tiny",
+                                  "compare.decoder_denoising"])
 def test_every_family_and_objective_trains_end_to_end(text_dir, data_dir, tmp_path, name):
   config = tiny_config(text_dir, data_dir, name)
   config.train.num_steps, config.train.eval_every = 12, 6

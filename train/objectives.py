@@ -14,6 +14,7 @@ Nothing outside this file branches on an objective's name.
 """
 import abc
 import dataclasses
+import functools
 
 import ml_collections
 import numpy as np
@@ -163,30 +164,52 @@ class MaskedLM(Objective):
 @dataclasses.dataclass(frozen=True)
 class SpanCorruption(Objective):
   """T5: drop random spans from a raw row; the encoder reads the rest with one sentinel per
-  span, the decoder writes the spans after their sentinels."""
-  seq_len: int  # encoder inputs, filled exactly by a full raw row
+  span, the decoder writes the spans after their sentinels. A decoder-only model reads the
+  corrupted inputs and then writes the targets in one row (the T5 paper's decoder and prefix
+  LM with the denoising objective), the inputs read both ways unless `causal_prefix`."""
+  seq_len: int  # encoder inputs, filled exactly by a full raw row; a decoder's whole row
   density: float
   mean_span: float
   vocab_size: int
+  decoder: bool = False  # one decoder row holds inputs and targets
+  causal_prefix: bool = False  # a decoder reads the inputs causally
   NAME = "span_corruption"
-  FAMILIES = ("encoder_decoder",)
+  FAMILIES = ("decoder", "encoder_decoder")
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "SpanCorruption":
     n = config.noise
-    return cls(config.data.seq_len, n.noise_density, n.mean_span_length, config.data.vocab_size)
+    decoder = "encoder_inputs" not in FAMILIES[config.model.family].INPUTS
+    return cls(config.data.seq_len, n.noise_density, n.mean_span_length, config.data.vocab_size,
+               decoder, decoder and config.decoder_prefix == "causal")
+
+  @functools.cached_property
+  def inputs_length(self) -> int:
+    """The corrupted inputs' length: the encoder's row, or the most that fits in a decoder's
+    row beside the targets it makes."""
+    length = self.seq_len
+    while self.decoder and length + self._lengths(length)[1] > self.seq_len:
+      length -= 1
+    return length
+
+  def _lengths(self, inputs_length: int) -> tuple[int, int]:
+    return noise.raw_length(inputs_length, self.density, self.mean_span)
 
   @property
   def raw_length(self) -> int:
-    return noise.raw_length(self.seq_len, self.density, self.mean_span)[0]
+    return self._lengths(self.inputs_length)[0]
 
   @property
   def targets_length(self) -> int:
-    return noise.raw_length(self.seq_len, self.density, self.mean_span)[1]
+    return self._lengths(self.inputs_length)[1]
 
   @property
   def lengths(self) -> tuple[int, int]:
-    return self.targets_length, self.seq_len
+    return (self.seq_len, 0) if self.decoder else (self.targets_length, self.seq_len)
+
+  @property
+  def bidirectional_prefix(self) -> bool:
+    return self.decoder and not self.causal_prefix
 
   def __call__(self, row: dict, rng: np.random.Generator) -> dict:
     # A raw row is one example, documents and all, as in T5's pretraining mixture.
@@ -197,8 +220,11 @@ class SpanCorruption(Objective):
     mask = noise.noise_mask(len(tokens), self.density, self.mean_span, rng)
     sentinels = self.vocab_size - 1 - np.arange(NUM_SENTINELS)
     inputs, targets = noise.corrupt_spans(tokens, mask, sentinels, EOS_ID)
-    return _encoder_decoder_example(inputs, targets, self.seq_len, self.targets_length,
-                                    scored=row["targets_segment_ids"].any())
+    scored = row["targets_segment_ids"].any()
+    if self.decoder:
+      return _decoder_example(np.concatenate([inputs, targets]), len(inputs), self.seq_len,
+                              bidirectional=not self.causal_prefix, scored=scored)
+    return _encoder_decoder_example(inputs, targets, self.seq_len, self.targets_length, scored)
 
   def describe_scored(self, seed: int) -> str:
     return (f"the span-corruption targets (noise density {self.density}, mean span "
@@ -213,17 +239,19 @@ class PrefixLM(Objective):
   encodes the prefix). The T5 paper's "prefix LM" and encoder-decoder "LM" objectives."""
   seq_len: int
   encoded: bool  # the prefix goes to an encoder (the family reads `encoder_inputs`)
+  causal_prefix: bool = False  # a decoder reads the prefix causally (scoring only the suffix)
   NAME = "prefix_lm"
   FAMILIES = ("decoder", "encoder_decoder")
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "PrefixLM":
-    return cls(config.data.seq_len,
-               encoded="encoder_inputs" in FAMILIES[config.model.family].INPUTS)
+    encoded = "encoder_inputs" in FAMILIES[config.model.family].INPUTS
+    return cls(config.data.seq_len, encoded,
+               causal_prefix=not encoded and config.decoder_prefix == "causal")
 
   @property
   def bidirectional_prefix(self) -> bool:
-    return not self.encoded
+    return not (self.encoded or self.causal_prefix)
 
   @property
   def raw_length(self) -> int:
@@ -247,17 +275,26 @@ class PrefixLM(Objective):
       return _encoder_decoder_example(np.append(tokens[:split], EOS_ID),
                                       np.append(tokens[split:], EOS_ID), self.seq_len,
                                       self.seq_len, scored=n > 1)
-    positions, segment_ids = _one_segment(self.seq_len, n)
-    targets = _pad(tokens, self.seq_len)
-    # Input position t holds token t - 1: positions 0..split see the whole prefix.
-    prefix = (np.arange(self.seq_len) <= split) & (segment_ids > 0)
-    weights = (np.arange(self.seq_len) >= split) & (segment_ids > 0)
-    return {"inputs": _shift_right(targets, segment_ids, BOS_ID), "targets": targets,
-            "positions": positions, "segment_ids": segment_ids,
-            "prefix": prefix.astype(np.int32), "weights": weights.astype(np.float32)}
+    return _decoder_example(tokens, split, self.seq_len, bidirectional=not self.causal_prefix)
 
   def describe_scored(self, seed: int) -> str:
     return "each row's suffix after a random split point, " + _EVAL_SEED.format(seed=seed)
+
+
+def _decoder_example(tokens: np.ndarray, split: int, length: int, bidirectional: bool,
+                     scored: bool = True) -> dict:
+  """A decoder row of `tokens` [n <= length] scoring tokens[split:] given tokens[:split],
+  which it reads both ways (a `prefix` field) if `bidirectional`, else causally."""
+  positions, segment_ids = _one_segment(length, len(tokens))
+  targets = _pad(tokens, length)
+  example = {"inputs": _shift_right(targets, segment_ids, BOS_ID), "targets": targets,
+             "positions": positions, "segment_ids": segment_ids,
+             "weights": ((np.arange(length) >= split) & (segment_ids > 0) & scored
+                         ).astype(np.float32)}
+  if bidirectional:
+    # Input position t holds token t - 1: positions 0..split see the whole given part.
+    example["prefix"] = ((np.arange(length) <= split) & (segment_ids > 0)).astype(np.int32)
+  return example
 
 
 def _encoder_decoder_example(inputs: np.ndarray, targets: np.ndarray, inputs_length: int,
@@ -292,4 +329,7 @@ def make(config: ml_collections.ConfigDict, tokenizer: Tokenizer | None = None) 
   if family not in OBJECTIVES[name].FAMILIES:
     raise ValueError(f"config.objective={name!r} does not fit config.model.family="
                      f"{family!r}; choose one of {fitting(family)}")
+  if config.decoder_prefix not in ("bidirectional", "causal"):
+    raise ValueError(f"config.decoder_prefix={config.decoder_prefix!r} is not 'bidirectional' "
+                     "or 'causal'")
   return OBJECTIVES[name].from_config(config, tokenizer)

@@ -1,0 +1,14 @@
+"""Decoder-only, denoising: one row holds the corrupted text, then its spans,
+read causally; only the spans are scored.
+
+  python -m train.main --config=configs/compare/decoder_denoising.py --workdir=/tmp/cmp/decoder_denoising
+"""
+from configs import gpt_tiny
+
+
+def get_config():
+  c = gpt_tiny.get_config()
+  c.objective = "span_corruption"
+  c.decoder_prefix = "causal"
+  c.sample.num_prompts = 0  # prompts would be read without the inputs it was trained on
+  return c
