@@ -207,6 +207,7 @@ def main(argv):
   if len(argv) != 2 or argv[1] not in ("run", "read"):
     raise app.UsageError("usage: python -m tools.compare run|read --out=DIR ...")
   logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(cli.QuietLibraries())
   try:
     budgets = {}
     if argv[1] == "run":

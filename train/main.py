@@ -13,8 +13,6 @@ one process per host with --coordinator_address=HOST:PORT --num_processes=N
 """
 import glob
 import json
-import logging as std_logging
-import os
 import sys
 
 from absl import app, flags, logging
@@ -35,19 +33,11 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This host's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries(std_logging.Filter):
-  """Keeps orbax's and grain's routine INFO lines out of the run's log; warnings pass."""
-
-  def filter(self, record):
-    noisy = any(f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "grain"))
-    return record.levelno >= std_logging.WARNING or not noisy
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.get_absl_handler().addFilter(cli.QuietLibraries())
   _init_distributed()
   try:
     if _MODE.value == "eval":
