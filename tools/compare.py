@@ -7,7 +7,8 @@
 
 `run` trains every (config, sweep point, budget, seed) one after another on this machine,
 each in its own workdir under --out/runs (rerunning the command resumes or skips what is
-done), then reads them as `read` does. `read` collects what finished (or running) workdirs
+done; a SIGTERM saves the current run and exits 75, as train.main does), then reads them
+as `read` does. `read` collects what finished (or running) workdirs
 logged, wherever they were trained. Both write --out/table.{md,csv,json}, a plot of
 validation bits per byte against tokens, FLOPs and wall time per comparability group
 (tools/compare_runs.py says which numbers compare), and, when the runs span at least three
@@ -31,7 +32,7 @@ from absl import app, flags, logging
 import ml_collections
 
 from tools import compare_plots, compare_runs, scaling
-from train import cli
+from train import cli, guards
 from train.experiment import Experiment
 
 FLAGS = flags.FLAGS
@@ -226,8 +227,11 @@ def main(argv):
         raise ValueError("read needs --workdirs=a,b (local or gs:// paths)")
       workdirs = FLAGS.workdirs
     result = write_outputs([compare_runs.read_run(w) for w in workdirs], FLAGS.out, budgets)
-  except ValueError as e:
+  except (ValueError, guards.NonFiniteError) as e:  # bad input, a diverged run: one line
     raise SystemExit(f"error: {e}")
+  except guards.Preempted as e:  # the run saved its step; the same command resumes it
+    logging.warning("%s", e)
+    raise SystemExit(guards.PREEMPTED_EXIT_CODE)
   print(open(os.path.join(FLAGS.out, "table.md"), encoding="utf-8").read())
   for name in ("fit", "isoflop"):
     if name in result:
