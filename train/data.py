@@ -39,6 +39,7 @@ def load(config: ml_collections.ConfigDict, timer=None,
   with timer("corpus"):
     source.prepare(data.data_dir)
   directory = os.path.join(os.path.expanduser(data.data_dir), source.cache_key)
+  os.makedirs(directory, exist_ok=True)  # sources read in place have no directory of their own
   path = os.path.join(directory, f"spm_unigram_{data.vocab_size}.model")
   loaded = Data(source, None, path, data.tokenizer_sentences)
   with timer("tokenizer"):

@@ -78,9 +78,12 @@ def make_dataset(source, tokenizer: Tokenizer, *, objective, batch_size: int, se
   shard_index, shard_count = (0, 1) if by_rows else (host_index, host_count)
   if by_rows:
     batch_size *= host_count
-  docs = grain.MapDataset.source(source)[shard_index::shard_count]
-  if train:
-    docs = docs.shuffle(seed=seed).repeat()
+  if train and hasattr(source, "stream"):  # a mixture: shuffled and repeated part by part
+    docs = source.stream(seed)[shard_index::shard_count]
+  else:
+    docs = grain.MapDataset.source(source)[shard_index::shard_count]
+    if train:
+      docs = docs.shuffle(seed=seed).repeat()
   tokens = docs.map(_Tokenize(tokenizer)).to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=64))
   rows = grain_exp.ConcatThenSplitIterDataset(tokens,
