@@ -114,6 +114,10 @@ def base_config():
   # ((source, weight), ...): mix these sources (each as data.source) in the proportions of
   # the weights, deterministic by (seed, example index). Empty: read data.source alone.
   c.data.mixture = ()
+  # "train": a SentencePiece model trained on a sample of the source (cached next to it).
+  # Or a published tokenizer: a SentencePiece .model file (T5's, with 100 sentinels above
+  # its pieces) or an HF tokenizer directory (tokenizer.json). vocab_size must match it.
+  c.data.tokenizer = "train"
   # ---- end of real data fields
   c.data.data_dir = default_data_dir()
   c.data.validation_percent = 5  # share of documents (by path hash) held out

@@ -82,11 +82,12 @@ def synthetic_batch(config: ml_collections.ConfigDict) -> dict:
   """A global batch of the objective over random text ids, one document per row."""
   objective = objectives.make(config)
   rng = np.random.default_rng(0)
-  top = min(config.data.vocab_size - objectives.NUM_SENTINELS, 30_000)
+  first_text, end_text = objective.specials.text_ids
+  top = min(end_text, 30_000)
   examples = []
   for i in range(config.train.batch_size):
     length = objective.raw_length
-    row = {"targets": rng.integers(objectives.FIRST_TEXT_ID, top, length).astype(np.int32),
+    row = {"targets": rng.integers(first_text, top, length).astype(np.int32),
            "targets_segment_ids": np.ones(length, np.int32),
            "targets_positions": np.arange(length, dtype=np.int32)}
     example = objective(row, noise.example_rng(0, i))

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from train import noise
-from train.tokenizer import EOS_ID, Tokenizer
+from train.tokenizer import Tokenizer
 
 
 class _Tokenize(grain.transforms.Map):
@@ -25,7 +25,7 @@ class _Tokenize(grain.transforms.Map):
 
   def map(self, example):
     text = example["text"].decode("utf-8") if isinstance(example["text"], bytes) else example["text"]
-    return {"targets": np.append(self.tokenizer.encode(text), np.int32(EOS_ID))}
+    return {"targets": np.append(self.tokenizer.encode(text), np.int32(self.tokenizer.eos_id))}
 
 
 class _ApplyObjective(grain.transforms.MapWithIndex):

@@ -20,10 +20,7 @@ import numpy as np
 
 from model import FAMILIES
 from train import noise
-from train.tokenizer import BOS_ID, EOS_ID, MASK_ID, NUM_SENTINELS, PAD_ID, Tokenizer
-
-# The first id that is ordinary text: ids below are pad, eos, unk, bos, mask.
-FIRST_TEXT_ID = MASK_ID + 1
+from train.tokenizer import Specials, Tokenizer
 
 
 def _shift_right(targets: np.ndarray, segment_ids: np.ndarray, start: int) -> np.ndarray:
@@ -45,11 +42,11 @@ def _one_segment(length: int, used: int) -> tuple[np.ndarray, np.ndarray]:
   return _pad(np.arange(used), length), _pad(np.ones(used), length)
 
 
-def causal_lm(row: dict) -> dict:
+def causal_lm(row: dict, bos_id: int) -> dict:
   """Next-token prediction: inputs are targets shifted right, BOS at each segment start."""
   # [T] each
   targets, segment_ids = row["targets"], row["targets_segment_ids"]
-  return {"inputs": _shift_right(targets, segment_ids, BOS_ID), "targets": targets,
+  return {"inputs": _shift_right(targets, segment_ids, bos_id), "targets": targets,
           "positions": row["targets_positions"], "segment_ids": segment_ids,
           "weights": (segment_ids > 0).astype(np.float32)}
 
@@ -65,6 +62,7 @@ class Objective(abc.ABC):
   bidirectional_prefix = False  # a decoder's rows carry a `prefix` read both ways
   max_scored = 0  # positions per row the loss may score (0: every position)
   seq_len: int
+  specials: Specials  # the tokenizer's special ids
 
   @property
   def raw_length(self) -> int:
@@ -78,7 +76,7 @@ class Objective(abc.ABC):
 
   def example_shapes(self) -> dict:
     """{field: (length, dtype)} of one example, from a dummy row of text tokens."""
-    row = {"targets": np.full(self.raw_length, FIRST_TEXT_ID, np.int32),
+    row = {"targets": np.full(self.raw_length, self.specials.text_ids[0], np.int32),
            "targets_segment_ids": np.ones(self.raw_length, np.int32),
            "targets_positions": np.arange(self.raw_length, dtype=np.int32)}
     example = self(row, noise.example_rng(0, 0))
@@ -87,7 +85,8 @@ class Objective(abc.ABC):
   @classmethod
   @abc.abstractmethod
   def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "Objective":
-    """The objective `config` describes (with `tokenizer`'s word starts where it needs them)."""
+    """The objective `config` describes, with `tokenizer`'s special ids (and word starts
+    where it needs them); without one, the layout of a tokenizer trained here."""
 
   @abc.abstractmethod
   def __call__(self, row: dict, rng: np.random.Generator) -> dict:
@@ -102,16 +101,17 @@ class Objective(abc.ABC):
 class CausalLM(Objective):
   """GPT: predict every token from the ones before it, within its document."""
   seq_len: int
+  specials: Specials
   NAME = "causal_lm"
   FAMILIES = ("decoder", "lstm")
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "CausalLM":
-    return cls(config.data.seq_len)
+    return cls(config.data.seq_len, specials_of(config, tokenizer))
 
   def __call__(self, row: dict, rng: np.random.Generator) -> dict:
     del rng
-    return causal_lm(row)
+    return causal_lm(row, self.specials.bos_id)
 
   def describe_scored(self, seed: int) -> str:
     return ("every token of every document and its EOS, each predicted from the tokens before "
@@ -126,6 +126,7 @@ class MaskedLM(Objective):
   rate: float
   vocab_size: int
   word_starts: np.ndarray | None  # [V] bool, for whole-word masking
+  specials: Specials
   NAME = "mlm"
   FAMILIES = ("encoder",)
 
@@ -133,7 +134,11 @@ class MaskedLM(Objective):
   def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "MaskedLM":
     n = config.noise
     starts = tokenizer.word_starts() if n.whole_word_masking and tokenizer is not None else None
-    return cls(config.data.seq_len, n.mlm_rate, config.data.vocab_size, starts)
+    specials = specials_of(config, tokenizer)
+    if specials.mask_id is None:
+      raise ValueError(f"config.data.tokenizer={config.data.tokenizer!r} has no mask token; "
+                       "config.objective='mlm' needs one (use a BERT tokenizer or 'train')")
+    return cls(config.data.seq_len, n.mlm_rate, config.data.vocab_size, starts, specials)
 
   @property
   def max_scored(self) -> int:
@@ -143,14 +148,15 @@ class MaskedLM(Objective):
   def __call__(self, row: dict, rng: np.random.Generator) -> dict:
     # [T] each
     tokens, segment_ids = row["targets"], row["targets_segment_ids"]
-    first_sentinel = self.vocab_size - NUM_SENTINELS
-    candidates = (tokens >= FIRST_TEXT_ID) & (tokens < first_sentinel) & (segment_ids > 0)
+    first_text, end_text = self.specials.text_ids
+    candidates = (tokens >= first_text) & (tokens < end_text) & (segment_ids > 0)
     starts = None
     if self.word_starts is not None:
       new_segment = segment_ids != np.roll(segment_ids, 1)
       starts = self.word_starts[tokens] | new_segment
-    inputs, selected = noise.mlm_mask(tokens, candidates, rng, rate=self.rate, mask_id=MASK_ID,
-                                      random_ids=(FIRST_TEXT_ID, first_sentinel),
+    inputs, selected = noise.mlm_mask(tokens, candidates, rng, rate=self.rate,
+                                      mask_id=self.specials.mask_id,
+                                      random_ids=(first_text, end_text),
                                       word_starts=starts)
     return {"inputs": inputs, "targets": tokens, "positions": row["targets_positions"],
             "segment_ids": segment_ids, "weights": selected.astype(np.float32)}
@@ -168,13 +174,20 @@ class SpanCorruption(Objective):
   density: float
   mean_span: float
   vocab_size: int
+  specials: Specials
   NAME = "span_corruption"
   FAMILIES = ("encoder_decoder",)
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "SpanCorruption":
     n = config.noise
-    return cls(config.data.seq_len, n.noise_density, n.mean_span_length, config.data.vocab_size)
+    specials = specials_of(config, tokenizer)
+    if not specials.sentinel_ids:
+      raise ValueError(f"config.data.tokenizer={config.data.tokenizer!r} has no <extra_id_N> "
+                       "sentinels; config.objective='span_corruption' needs them (use a T5 "
+                       "tokenizer or 'train')")
+    return cls(config.data.seq_len, n.noise_density, n.mean_span_length, config.data.vocab_size,
+               specials)
 
   @property
   def raw_length(self) -> int:
@@ -193,12 +206,12 @@ class SpanCorruption(Objective):
     # [R] -> [n]
     tokens = row["targets"][row["targets_segment_ids"] > 0]
     if len(tokens) < 2:  # nothing to corrupt: an all-padding example, scored nowhere
-      tokens = np.full(2, PAD_ID, np.int32)
+      tokens = np.full(2, self.specials.pad_id, np.int32)
     mask = noise.noise_mask(len(tokens), self.density, self.mean_span, rng)
-    sentinels = self.vocab_size - 1 - np.arange(NUM_SENTINELS)
-    inputs, targets = noise.corrupt_spans(tokens, mask, sentinels, EOS_ID)
+    sentinels = np.asarray(self.specials.sentinel_ids)
+    inputs, targets = noise.corrupt_spans(tokens, mask, sentinels, self.specials.eos_id)
     return _encoder_decoder_example(inputs, targets, self.seq_len, self.targets_length,
-                                    scored=row["targets_segment_ids"].any())
+                                    self.specials.pad_id, scored=row["targets_segment_ids"].any())
 
   def describe_scored(self, seed: int) -> str:
     return (f"the span-corruption targets (noise density {self.density}, mean span "
@@ -213,13 +226,15 @@ class PrefixLM(Objective):
   encodes the prefix). The T5 paper's "prefix LM" and encoder-decoder "LM" objectives."""
   seq_len: int
   encoded: bool  # the prefix goes to an encoder (the family reads `encoder_inputs`)
+  specials: Specials
   NAME = "prefix_lm"
   FAMILIES = ("decoder", "encoder_decoder")
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "PrefixLM":
     return cls(config.data.seq_len,
-               encoded="encoder_inputs" in FAMILIES[config.model.family].INPUTS)
+               encoded="encoder_inputs" in FAMILIES[config.model.family].INPUTS,
+               specials=specials_of(config, tokenizer))
 
   @property
   def bidirectional_prefix(self) -> bool:
@@ -244,16 +259,17 @@ class PrefixLM(Objective):
     n = len(tokens)
     split = int(rng.integers(1, n)) if n > 1 else n
     if self.encoded:
-      return _encoder_decoder_example(np.append(tokens[:split], EOS_ID),
-                                      np.append(tokens[split:], EOS_ID), self.seq_len,
-                                      self.seq_len, scored=n > 1)
+      eos = self.specials.eos_id
+      return _encoder_decoder_example(np.append(tokens[:split], eos),
+                                      np.append(tokens[split:], eos), self.seq_len,
+                                      self.seq_len, self.specials.pad_id, scored=n > 1)
     positions, segment_ids = _one_segment(self.seq_len, n)
     targets = _pad(tokens, self.seq_len)
     # Input position t holds token t - 1: positions 0..split see the whole prefix.
     prefix = (np.arange(self.seq_len) <= split) & (segment_ids > 0)
     weights = (np.arange(self.seq_len) >= split) & (segment_ids > 0)
-    return {"inputs": _shift_right(targets, segment_ids, BOS_ID), "targets": targets,
-            "positions": positions, "segment_ids": segment_ids,
+    return {"inputs": _shift_right(targets, segment_ids, self.specials.bos_id),
+            "targets": targets, "positions": positions, "segment_ids": segment_ids,
             "prefix": prefix.astype(np.int32), "weights": weights.astype(np.float32)}
 
   def describe_scored(self, seed: int) -> str:
@@ -261,16 +277,23 @@ class PrefixLM(Objective):
 
 
 def _encoder_decoder_example(inputs: np.ndarray, targets: np.ndarray, inputs_length: int,
-                             targets_length: int, scored: bool) -> dict:
+                             targets_length: int, pad_id: int, scored: bool) -> dict:
   """One example padded into an encoder row and a decoder row (decoder start: pad, as T5)."""
   enc_positions, enc_segments = _one_segment(inputs_length, len(inputs))
   positions, segment_ids = _one_segment(targets_length, len(targets))
   targets = _pad(targets, targets_length)
   return {"encoder_inputs": _pad(inputs, inputs_length), "encoder_positions": enc_positions,
           "encoder_segment_ids": enc_segments,
-          "inputs": _shift_right(targets, segment_ids, PAD_ID), "targets": targets,
+          "inputs": _shift_right(targets, segment_ids, pad_id), "targets": targets,
           "positions": positions, "segment_ids": segment_ids,
           "weights": ((segment_ids > 0) & scored).astype(np.float32)}
+
+
+def specials_of(config: ml_collections.ConfigDict, tokenizer: Tokenizer | None) -> Specials:
+  """`tokenizer`'s special ids, or (no tokenizer yet: shapes and checks) the layout of one
+  trained here."""
+  return tokenizer.specials if tokenizer is not None else Specials.trained(
+      config.data.vocab_size)
 
 
 OBJECTIVES = {o.NAME: o for o in (CausalLM, MaskedLM, SpanCorruption, PrefixLM)}
