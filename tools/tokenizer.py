@@ -48,7 +48,8 @@ def info(tok: tokenizer.Tokenizer, path: str) -> list[str]:
     specials += [("first sentinel", tok.sentinel_id(0)),
                  ("last sentinel", tok.sentinel_id(tok.num_sentinels - 1))]
   return ([f"tokenizer: {path}",
-           f"vocab size: {tok.vocab_size} ({tok.num_sentinels} sentinels)"]
+           f"vocab size: {tok.vocab_size} ({tok.vocab_size - tok.num_sentinels} pieces + "
+           f"{tok.num_sentinels} sentinels)"]
           + [f"{name}: {i} {tok.id_to_piece(i)}" if i is not None else f"{name}: none"
              for name, i in specials])
 
