@@ -16,7 +16,7 @@ import zstandard
 from configs import common
 from tests.conftest import tiny_config
 from tests.test_reliability import _start, _start_signalled, _train_records
-from train import mixture, records, shards, sources
+from train import hf_tokenizer, mixture, records, sources, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -244,3 +244,44 @@ def test_mixture_run_killed_and_resumed_is_bit_exact(raw, tfds_dir, text_dir, da
   assert [r["step"] for r in records_after] == [4, 5, 6]
   assert {r["step"]: r["loss"] for r in records_after if r["step"] < 6} == {
       4: before[4], 5: before[5]}
+
+
+def test_tokenizer_sample_reads_a_bounded_prefix(raw, data_dir):
+  spec, docs = raw[1]["jsonl.gz"]
+  source = sources.resolve(_data_config(spec, data_dir, text_field="content"))
+  source.prepare(data_dir)
+  read = []
+
+  class Counting:
+    def __init__(self, documents):
+      self.documents = documents
+
+    def __len__(self):
+      return len(self.documents)
+
+    def __getitem__(self, i):
+      read.append(i)
+      return self.documents[i]
+
+  sample = sources.sample_texts(Counting(source.split("train")), max_lines=10)
+  assert len(sample) == 10 and read == list(range(10))  # one line per record here
+
+
+def test_published_sentencepiece_model_and_mismatch(built, text_dir, data_dir, tmp_path):
+  corpus_, _, trained = built
+  path = os.path.join(corpus_.dir(data_dir), "spm.model")
+  published = hf_tokenizer.published(path, trained.vocab_size)
+  assert published.specials == trained.specials  # a model trained here keeps its layout
+  text = "def f(x):\n    return x  <extra_id_3>"
+  np.testing.assert_array_equal(published.encode(text), trained.encode(text))
+  # Through train.main's entry: one line, before anything is built or the workdir made.
+  c = tiny_config(text_dir, data_dir)
+  c.data.tokenizer, c.data.vocab_size = path, trained.vocab_size + 128
+  workdir = tmp_path / "run"
+  with pytest.raises(ValueError, match=rf"has {trained.vocab_size} ids but "
+                                       rf"config.data.vocab_size={trained.vocab_size + 128}"):
+    trainer.train(c, str(workdir))
+  c.data.tokenizer, c.data.source = "train", "ftp:x"
+  with pytest.raises(ValueError, match="unknown scheme 'ftp'"):
+    trainer.train(c, str(workdir))
+  assert not workdir.exists()
