@@ -285,3 +285,15 @@ def test_published_sentencepiece_model_and_mismatch(built, text_dir, data_dir, t
   with pytest.raises(ValueError, match="unknown scheme 'ftp'"):
     trainer.train(c, str(workdir))
   assert not workdir.exists()
+
+
+def test_each_host_reads_its_own_shards(raw, data_dir):
+  spec, docs = raw[1]["jsonl"]  # two files: two shards per split
+  source = sources.resolve(_data_config(spec, data_dir, text_field="content"))
+  source.prepare(data_dir)
+  train = source.split("train")
+  hosts = [train.for_host(h, 2) for h in range(2)]
+  assert [len(h.paths) for h in hosts] == [1, 1] and hosts[0].paths != hosts[1].paths
+  texts = [[h[i]["text"] for i in range(len(h))] for h in hosts]
+  assert sorted(texts[0] + texts[1]) == sorted(train[i]["text"] for i in range(len(train)))
+  assert train.for_host(0, 3) is None  # more hosts than shards: documents are strided

@@ -81,7 +81,10 @@ def make_dataset(source, tokenizer: Tokenizer, *, objective, batch_size: int, se
   if train and hasattr(source, "stream"):  # a mixture: shuffled and repeated part by part
     docs = source.stream(seed)[shard_index::shard_count]
   else:
-    docs = grain.MapDataset.source(source)[shard_index::shard_count]
+    own = source.for_host(shard_index, shard_count) if hasattr(source, "for_host") else None
+    # Whole shards per host where the source has enough of them, else every count-th document.
+    docs = (grain.MapDataset.source(own) if own is not None and shard_count > 1
+            else grain.MapDataset.source(source)[shard_index::shard_count])
     if train:
       docs = docs.shuffle(seed=seed).repeat()
   tokens = docs.map(_Tokenize(tokenizer)).to_iter_dataset(

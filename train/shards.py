@@ -133,10 +133,18 @@ def prepare(paths: list[str], fmt: str, text_field: str, out_dir: str, validatio
 class ShardDocuments:
   """The documents of one split of a prepared directory, {"text": bytes} by index."""
 
-  def __init__(self, out_dir: str, manifest: dict, split: str):
-    paths = [_shard_path(out_dir, split, k) for k, shard in enumerate(manifest["shards"])
-             if shard[split]]
-    self.records = array_record_data_source.ArrayRecordDataSource(paths)
+  def __init__(self, out_dir: str, manifest: dict, split: str, paths: list[str] | None = None):
+    self.paths = paths if paths is not None else [
+        _shard_path(out_dir, split, k) for k, shard in enumerate(manifest["shards"])
+        if shard[split]]
+    self.records = array_record_data_source.ArrayRecordDataSource(self.paths)
+
+  def for_host(self, index: int, count: int) -> "ShardDocuments | None":
+    """The documents of every `count`-th shard from `index`: a host that reads them opens
+    only its own files. None when there are fewer shards than hosts."""
+    if len(self.paths) < count:
+      return None
+    return ShardDocuments("", {}, "", self.paths[index::count])
 
   def __len__(self) -> int:
     return len(self.records)
