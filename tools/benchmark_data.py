@@ -19,6 +19,7 @@ import tempfile
 import time
 
 from absl import flags
+import ml_collections
 
 from tools import benchmark
 from train import corpus
@@ -89,27 +90,32 @@ def data_section() -> list[dict]:
       rows.append({"measure": f"prepare_data, {workers} worker(s), {sizes[1] / MB:.0f} MB JSONL",
                    "value": f"{sizes[1] / MB / seconds:.1f} MB/s",
                    "peak_rss_mib": round(rss / benchmark.MiB)})
+      print(rows[-1], file=sys.stderr, flush=True)
     _prepare(os.path.join(tmp, "jsonl_4x"), os.path.join(tmp, "prepared_4x"), 2)
-
-    config = benchmark.for_this_machine(benchmark.load_config("gpt_small"))
-    peak, _ = benchmark.hardware.peak_flops_per_device()
-    step = benchmark.step_row("gpt_small", config, peak, pipeline=False, steps=3)
-    # The pipeline with a 4096-id tokenizer trained on the corpus (the rate does not depend
-    # on the vocabulary, and the generated corpus is too small for 50,257 trained pieces).
-    config.data.source = f"prepared:{os.path.join(tmp, 'prepared_1x_w1')}"
-    config.data.data_dir, config.data.vocab_size = os.path.join(tmp, "cache"), 4096
-    loaded = data_lib.load(config)
-    pipeline = benchmark.pipeline_examples_per_second(config, loaded.tokenizer,
-                                                      loaded.documents("train"))
-    consumed = config.train.batch_size / step["step_s"]
-    rows.append({"measure": f"input pipeline rows/s, gpt_small ({config.train.batch_size}x"
-                            f"{config.data.seq_len}), prepared 1x",
-                 "value": f"{pipeline:.0f} rows/s vs {consumed:.2f} rows/s the step consumes",
-                 "peak_rss_mib": None})
     for x in (1, 4):
       rss = _train_rss(os.path.join(tmp, "prepared_1x_w1" if x == 1 else "prepared_4x"),
                        os.path.join(tmp, "cache"), os.path.join(tmp, f"run_{x}x"))
       rows.append({"measure": f"train.main gpt_tiny 20 steps on the {x}x corpus "
                               f"({sizes[x] / MB:.0f} MB JSONL)",
                    "value": "", "peak_rss_mib": round(rss / benchmark.MiB)})
+      print(rows[-1], file=sys.stderr, flush=True)
+
+    # The pipeline with a 4096-id tokenizer trained on the corpus (the rate does not depend
+    # on the vocabulary, and the generated corpus is too small for 50,257 trained pieces).
+    config = benchmark.for_this_machine(benchmark.load_config("gpt_small"))
+    pipeline_config = ml_collections.ConfigDict(config.to_dict())
+    pipeline_config.data.source = f"prepared:{os.path.join(tmp, 'prepared_1x_w1')}"
+    pipeline_config.data.data_dir = os.path.join(tmp, "cache")
+    pipeline_config.data.vocab_size = 4096
+    loaded = data_lib.load(pipeline_config)
+    pipeline = benchmark.pipeline_examples_per_second(pipeline_config, loaded.tokenizer,
+                                                      loaded.documents("train"))
+    print(f"pipeline: {pipeline:.0f} rows/s", file=sys.stderr, flush=True)
+    peak, _ = benchmark.hardware.peak_flops_per_device()
+    step = benchmark.step_row("gpt_small", config, peak, pipeline=False, steps=3)
+    consumed = config.train.batch_size / step["step_s"]
+    rows.append({"measure": f"input pipeline rows/s, gpt_small ({config.train.batch_size}x"
+                            f"{config.data.seq_len}), prepared 1x",
+                 "value": f"{pipeline:.0f} rows/s vs {consumed:.2f} rows/s the step consumes",
+                 "peak_rss_mib": None})
   return rows

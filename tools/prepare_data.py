@@ -16,14 +16,17 @@ from absl import app, flags, logging
 from train import cli, records, shards
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("input", None, "FORMAT:GLOB of the raw files, FORMAT one of "
-                    f"{', '.join(records.FORMATS)}; local paths or gs:// URLs.")
-flags.DEFINE_string("output", None, "Local directory for the shards (config.data.source="
-                    "prepared:DIR reads it).")
-flags.DEFINE_string("text_field", "text", "The JSONL field / Parquet column with the text.")
-flags.DEFINE_integer("validation_percent", 5, "Share of documents held out, by record hash.")
-flags.DEFINE_integer("workers", 2, "Worker processes converting files in parallel.")
 
+
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, so tests can import this."""
+  flags.DEFINE_string("input", None, "FORMAT:GLOB of the raw files, FORMAT one of "
+                      f"{', '.join(records.FORMATS)}; local paths or gs:// URLs.")
+  flags.DEFINE_string("output", None, "Local directory for the shards (config.data.source="
+                      "prepared:DIR reads it).")
+  flags.DEFINE_string("text_field", "text", "The JSONL field / Parquet column with the text.")
+  flags.DEFINE_integer("validation_percent", 5, "Share of documents held out, by record hash.")
+  flags.DEFINE_integer("workers", 2, "Worker processes converting files in parallel.")
 
 def prepare(spec: str, output: str, text_field: str, validation_percent: int,
             workers: int) -> dict:
@@ -57,5 +60,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["input", "output"])
   app.run(main, flags_parser=cli.parse_flags)
