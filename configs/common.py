@@ -104,8 +104,24 @@ def base_config():
 
   c.data = ml_collections.ConfigDict()
   # "stdlib": the interpreter's standard-library *.py files, built on this machine.
-  # Otherwise a glob of UTF-8 text files, one document per file.
+  # A plain glob: UTF-8 text files, one document per file. Or SCHEME:WHERE
+  # (train/sources.py): jsonl:GLOB, parquet:GLOB (one document per record's text_field;
+  # .gz / .zst read too), lines:GLOB (one per line), prepared:DIR (tools/prepare_data.py's
+  # output), tfds:NAME[/CONFIG][:VERSION] (prepared as array_record). Globs may be gs:// URLs.
   c.data.source = "stdlib"
+  # ---- real data sources, mixtures and tokenizers (train/sources.py, train/mixture.py)
+  c.data.text_field = "text"  # the JSONL / Parquet field or TFDS feature holding the text
+  c.data.tfds_data_dir = ""  # tfds: sources' data dir (local or gs://); "": TFDS's default
+  c.data.train_split = "train"  # tfds: the dataset's split names to train and validate on
+  c.data.validation_split = "validation"
+  # ((source, weight), ...): mix these sources (each as data.source) in the proportions of
+  # the weights, deterministic by (seed, example index). Empty: read data.source alone.
+  c.data.mixture = ()
+  # "train": a SentencePiece model trained on a sample of the source (cached next to it).
+  # Or a published tokenizer: a SentencePiece .model file (T5's, with 100 sentinels above
+  # its pieces) or an HF tokenizer directory (tokenizer.json). vocab_size must match it.
+  c.data.tokenizer = "train"
+  # ---- end of real data fields
   c.data.data_dir = default_data_dir()
   c.data.validation_percent = 5  # share of documents (by path hash) held out
   c.data.vocab_size = 4096  # SentencePiece pieces + 100 sentinels

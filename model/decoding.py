@@ -12,7 +12,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-EOS_ID, PAD_ID = 1, 0  # as train/tokenizer.py
+# Defaults of `pad_id` / `eos_id`: the layout of a tokenizer trained here (train/tokenizer.py's
+# Specials.trained); callers with a tokenizer pass its own ids.
+EOS_ID, PAD_ID = 1, 0
 
 
 def filter_logits(logits: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
@@ -44,9 +46,10 @@ def choose(logits: jax.Array, key, temperature: float, top_k: int, top_p: float)
 
 
 # ---------------------------------------------------------------- per kind: prefill and step
-def _continuation_start(model, prompts, lengths, max_new_tokens):
+def _continuation_start(model, prompts, lengths, max_new_tokens, pad_id):
   """(logits [B, V] for the first new token, cache, positions [B] of the first new token,
   None: no encoder segments)."""
+  del pad_id  # the prompt's own tokens start the continuation
   batch, prompt_len = prompts.shape
   positions = jnp.broadcast_to(jnp.arange(prompt_len), prompts.shape)
   segments = (positions < lengths[:, None]).astype(jnp.int32)
@@ -62,14 +65,14 @@ def _continuation_step(model, encoder_segment_ids, tokens, positions, cache):
   return logits[:, 0], cache
 
 
-def _text_to_text_start(model, encoder_inputs, encoder_lengths, max_new_tokens):
+def _text_to_text_start(model, encoder_inputs, encoder_lengths, max_new_tokens, pad_id):
   """Encodes once; the decoder starts from PAD at position 0, as in training."""
   batch, source_len = encoder_inputs.shape
   positions = jnp.broadcast_to(jnp.arange(source_len), encoder_inputs.shape)
   segments = (positions < encoder_lengths[:, None]).astype(jnp.int32)
   encoded = model.encode(encoder_inputs, positions, segments)
   cache = model.init_cache(encoded, max_new_tokens + 1)
-  start = jnp.full((batch,), PAD_ID, jnp.int32)
+  start = jnp.full((batch,), pad_id, jnp.int32)
   zeros = jnp.zeros((batch,), jnp.int32)
   logits, cache = _text_to_text_step(model, segments, start, zeros, cache)
   return logits, cache, zeros + 1, segments
@@ -95,10 +98,10 @@ def _generation(model) -> str:
   return model.GENERATION
 
 
-def _start(model, inputs, lengths, max_new_tokens):
+def _start(model, inputs, lengths, max_new_tokens, pad_id):
   """(first logits [B, V], cache, first new positions [B], encoder segments or None)."""
   start, _ = _DECODING[_generation(model)]
-  return start(model, inputs, lengths, max_new_tokens)
+  return start(model, inputs, lengths, max_new_tokens, pad_id)
 
 
 def _step(graphdef, params, encoder_segment_ids, tokens, positions, cache):
@@ -115,23 +118,25 @@ def _step(graphdef, params, encoder_segment_ids, tokens, positions, cache):
 
 # ---------------------------------------------------------------- sampling and greedy
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature",
-                                             "top_k", "top_p", "return_logits", "eos_id"))
+                                             "top_k", "top_p", "return_logits", "eos_id",
+                                             "pad_id"))
 def generate(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.Array, key, *,
              max_new_tokens: int, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-             return_logits: bool = False, eos_id: int = EOS_ID):
+             return_logits: bool = False, eos_id: int = EOS_ID, pad_id: int = PAD_ID):
   """New tokens [B, max_new_tokens] (and their logits [B, max_new_tokens, V] if asked).
 
   inputs [B, P]: the decoder's prompts, or the encoder-decoder's source rows;
   lengths [B]: how many of each row's P tokens are real.
   """
   model = nnx.merge(graphdef, params)
-  logits, cache, positions, encoder_segments = _start(model, inputs, lengths, max_new_tokens)
+  logits, cache, positions, encoder_segments = _start(model, inputs, lengths, max_new_tokens,
+                                                      pad_id)
   batch = inputs.shape[0]
 
   def one_token(carry, t):
     params, logits, cache, done = carry
     token = choose(logits, jax.random.fold_in(key, t), temperature, top_k, top_p)
-    token = jnp.where(done, PAD_ID, token).astype(jnp.int32)
+    token = jnp.where(done, pad_id, token).astype(jnp.int32)
     done = done | (token == eos_id)
     next_logits, cache = _step(graphdef, params, encoder_segments, token, positions + t, cache)
     return (params, next_logits, cache, done), (token, logits if return_logits else None)
@@ -149,9 +154,10 @@ def length_penalty(length: jax.Array, alpha: float) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "beam_size",
-                                             "alpha"))
+                                             "alpha", "eos_id", "pad_id"))
 def beam_search(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.Array, *,
-                max_new_tokens: int, beam_size: int, alpha: float = 0.6):
+                max_new_tokens: int, beam_size: int, alpha: float = 0.6, eos_id: int = EOS_ID,
+                pad_id: int = PAD_ID):
   """(best tokens [B, max_new_tokens], their length-penalised scores [B]).
 
   Keeps the beam_size highest cumulative log-probabilities; a beam that emits
@@ -163,7 +169,7 @@ def beam_search(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.
   # Every beam starts as a copy of its row: [B, ...] -> [B * W, ...]
   repeat = lambda x: jnp.repeat(x, width, axis=0)
   logits, cache, positions, encoder_segments = _start(model, repeat(inputs), repeat(lengths),
-                                                      max_new_tokens)
+                                                      max_new_tokens, pad_id)
   # Only the first copy is live at the start, so the W beams begin distinct.
   scores = jnp.tile(jnp.array([0.0] + [-jnp.inf] * (width - 1)), batch)
 
@@ -172,7 +178,7 @@ def beam_search(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.
     vocab = logits.shape[-1]
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
     # A finished beam may only add padding, at no cost.
-    finished = jnp.full((vocab,), -jnp.inf).at[PAD_ID].set(0.0)
+    finished = jnp.full((vocab,), -jnp.inf).at[pad_id].set(0.0)
     log_probs = jnp.where(done[:, None], finished, log_probs)
     # [B * W, V] -> [B, W * V]: the best W continuations of each row.
     candidates = (scores[:, None] + log_probs).reshape(batch, width * vocab)
@@ -183,7 +189,7 @@ def beam_search(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.
     cache = jax.tree.map(lambda x: jnp.take(x, parent, axis=1 if x.ndim == 5 else 0), cache)
     was_done = done[parent]
     lengths_so_far = lengths_so_far[parent] + (~was_done)
-    done = was_done | (token == EOS_ID)
+    done = was_done | (token == eos_id)
     tokens = tokens[parent].at[:, t].set(token)
     next_logits, cache = _step(graphdef, params, None if encoder_segments is None else
                                encoder_segments[parent], token, positions + t, cache)
@@ -201,9 +207,9 @@ def beam_search(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.
 
 
 # ---------------------------------------------------------------- reference and the encoder
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "eos_id", "pad_id"))
 def greedy_without_cache(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.Array,
-                         *, max_new_tokens: int):
+                         *, max_new_tokens: int, eos_id: int = EOS_ID, pad_id: int = PAD_ID):
   """Greedy decoding that reruns the whole sequence for every token: the exact reference
   for the cache. Returns (tokens [B, N], logits [B, N, V])."""
   text_to_text = _generation(nnx.merge(graphdef, params)) == "text_to_text"
@@ -211,7 +217,7 @@ def greedy_without_cache(graphdef: nnx.GraphDef, params, inputs: jax.Array, leng
   if text_to_text:
     source_positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
     source_segments = (source_positions < lengths[:, None]).astype(jnp.int32)
-    rows = jnp.full((batch, max_new_tokens + 1), PAD_ID, jnp.int32)
+    rows = jnp.full((batch, max_new_tokens + 1), pad_id, jnp.int32)
     starts = jnp.zeros(batch, jnp.int32)
   else:
     rows = jnp.pad(inputs, ((0, 0), (0, max_new_tokens)))
@@ -227,9 +233,9 @@ def greedy_without_cache(graphdef: nnx.GraphDef, params, inputs: jax.Array, leng
     else:
       all_logits = model(rows, positions, segments)
     logits = all_logits[jnp.arange(batch), starts + t]
-    token = jnp.where(done, PAD_ID, jnp.argmax(logits, -1)).astype(jnp.int32)
+    token = jnp.where(done, pad_id, jnp.argmax(logits, -1)).astype(jnp.int32)
     rows = rows.at[jnp.arange(batch), starts + t + 1].set(token)
-    return (params, rows, done | (token == EOS_ID)), (token, logits)
+    return (params, rows, done | (token == eos_id)), (token, logits)
 
   _, (tokens, logits) = jax.lax.scan(one_token, (params, rows, jnp.zeros(batch, bool)),
                                      jnp.arange(max_new_tokens))

@@ -62,7 +62,7 @@ def fixed_batch(config) -> dict:
   length = objective.raw_length
   examples = []
   for i in range(BATCH):
-    tokens = rng.integers(objectives.FIRST_TEXT_ID, config.data.vocab_size - 100, length)
+    tokens = rng.integers(*objectives.specials_of(config, None).text_ids, length)
     cut = length // 3 + i
     segments = np.where(np.arange(length) < cut, 1, 2)
     positions = np.where(segments == 1, np.arange(length), np.arange(length) - cut)

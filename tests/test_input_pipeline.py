@@ -5,7 +5,6 @@ import json
 import numpy as np
 
 from train import input_pipeline, objectives
-from train.tokenizer import BOS_ID, EOS_ID
 
 SEQ_LEN, BATCH = 32, 4
 
@@ -14,7 +13,7 @@ def _batches(built, n, *, seed=0, train=True, state=None):
   """The first `n` batches of a fresh iterator (moved to `state` first if given)."""
   _, builder, tok = built
   dataset = input_pipeline.make_dataset(
-      builder.as_data_source("train" if train else "validation"), tok, objective=objectives.CausalLM(SEQ_LEN),
+      builder.as_data_source("train" if train else "validation"), tok, objective=objectives.CausalLM(SEQ_LEN, tok.specials),
       batch_size=BATCH, seed=seed, train=train)
   it = iter(dataset)
   if state is not None:
@@ -53,6 +52,7 @@ def _segments(segment_ids):
 
 
 def test_packed_rows_are_consistent(built):
+  tok = built[2]
   batches = _batches(built, 20)[0] + _batches(built, 1000, train=False)[0]
   for batch in batches:
     for row in range(BATCH):
@@ -66,7 +66,7 @@ def test_packed_rows_are_consistent(built):
       for s, e in runs:
         if seg[s]:
           np.testing.assert_array_equal(pos[s:e], np.arange(e - s))  # restart at 0
-          assert batch["inputs"][row, s] == BOS_ID
+          assert batch["inputs"][row, s] == tok.bos_id
           np.testing.assert_array_equal(batch["inputs"][row, s + 1:e],
                                         batch["targets"][row, s:e - 1])
       np.testing.assert_array_equal(batch["weights"][row], seg > 0)
@@ -77,7 +77,7 @@ def test_unshuffled_stream_is_the_documents_in_order(built):
   # the validation stream are each document's tokens + EOS, one after another.
   _, builder, tok = built
   docs = builder.as_data_source("validation")
-  expected = np.concatenate([np.append(tok.encode(docs[i]["text"].decode()), EOS_ID)
+  expected = np.concatenate([np.append(tok.encode(docs[i]["text"].decode()), tok.eos_id)
                              for i in range(len(docs))])
   batches, _ = _batches(built, 10_000, train=False)
   scored = np.concatenate([b["targets"][b["weights"] > 0] for b in batches])
@@ -103,7 +103,7 @@ def test_rows_sharding_gives_every_host_its_block_of_the_same_global_batch(built
   """With shard_by="rows" the global batch does not depend on the number of hosts."""
   _, builder, tok = built
   make = lambda index, count, batch: list(itertools.islice(input_pipeline.make_dataset(
-      builder.as_data_source("train"), tok, objective=objectives.CausalLM(SEQ_LEN),
+      builder.as_data_source("train"), tok, objective=objectives.CausalLM(SEQ_LEN, tok.specials),
       batch_size=batch, seed=0, train=True, shard_index=index, shard_count=count,
       shard_by="rows"), 3))
   whole = make(0, 1, BATCH)

@@ -11,7 +11,9 @@ import pytest
 from tests.conftest import tiny_config
 from tools import baselines
 from train import input_pipeline, ngram, objectives, sources, unigram
-from train.tokenizer import BOS_ID
+from train.tokenizer import Specials
+
+BOS_ID = Specials.trained(640).bos_id  # the layout of a tokenizer trained here
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 A, B, C = 5, 6, 7  # text ids of the hand corpus; BOS is 3
@@ -24,7 +26,7 @@ def hand_batch():
   segments = np.array([1, 1, 1, 1, 2, 2, 0, 0])
   positions = np.array([0, 1, 2, 3, 0, 1, 0, 0])
   row = objectives.causal_lm({"targets": targets, "targets_segment_ids": segments,
-                              "targets_positions": positions})
+                              "targets_positions": positions}, BOS_ID)
   batch = {k: np.asarray(v)[None] for k, v in row.items()}
   batch["target_bytes"] = batch["weights"].astype(np.int32)  # one byte per scored token
   return batch
@@ -40,7 +42,7 @@ def test_windows_restart_at_each_segment():
 def test_interpolated_kneser_ney_by_hand():
   """Bigram: (BOS a) 2, (a b) 2, (b a) 1, (a c) 1. Unigram continuation counts: a 2 (after
   BOS and b), b 1, c 1. One discount 0.5 everywhere."""
-  counts = ngram.fit([hand_batch()], V, order=3)
+  counts = ngram.fit([hand_batch()], V, order=3, bos_id=BOS_ID)
   half = {k: (0.5, 0.5, 0.5) for k in (1, 2, 3)}
   bigram = ngram.KneserNey(counts, 2, fixed_discounts=half)
   # Unigrams: (a(w) - 0.5 + 3 * 0.5 / V) / 4.
@@ -77,7 +79,7 @@ def _rows(docs, length):
     segments = np.concatenate([np.full(len(d), i + 1) for i, d in enumerate(row)] +
                               [np.zeros(length - sum(map(len, row)), int)])
     batch.append(objectives.causal_lm({"targets": targets, "targets_segment_ids": segments,
-                                       "targets_positions": np.zeros(length, int)}))
+                                       "targets_positions": np.zeros(length, int)}, BOS_ID))
   return {k: np.stack([b[k] for b in batch]) for k in batch[0]}
 
 
@@ -118,7 +120,7 @@ def test_matches_the_textbook_recursion_on_random_text():
   rng = np.random.default_rng(0)
   docs = lambda n: [rng.integers(A, V, rng.integers(1, 12)) for _ in range(n)]
   train, test = docs(60), docs(10)
-  counts = ngram.fit([_rows(train, 16)], V, order=3)
+  counts = ngram.fit([_rows(train, 16)], V, order=3, bos_id=BOS_ID)
   for order in (1, 2, 3):
     model = ngram.KneserNey(counts, order)
     reference = _reference([list(d) for d in train], order, model.discounts)
@@ -145,7 +147,7 @@ def rows(built):
   _, builder, tok = built
   def batches(split):
     return list(input_pipeline.make_dataset(
-        builder.as_data_source(split), tok, objective=objectives.CausalLM(32), batch_size=8,
+        builder.as_data_source(split), tok, objective=objectives.CausalLM(32, tok.specials), batch_size=8,
         seed=0, train=False))
   return batches("train"), batches("validation"), tok
 
@@ -153,7 +155,7 @@ def rows(built):
 @pytest.mark.parametrize("discounts", ngram.DISCOUNTS)
 def test_every_context_gives_a_distribution_over_the_vocabulary(rows, discounts):
   train, _, tok = rows
-  counts = ngram.fit(train, tok.vocab_size, order=4)
+  counts = ngram.fit(train, tok.vocab_size, order=4, bos_id=tok.bos_id)
   windows = ngram.windows(train[3], order=4)
   for order in (1, 2, 4):
     model = ngram.KneserNey(counts, order, discounts)
@@ -167,7 +169,7 @@ def test_every_context_gives_a_distribution_over_the_vocabulary(rows, discounts)
 def test_higher_orders_beat_the_unigram_on_held_out_text(rows, built):
   train, validation, tok = rows
   _, builder, _ = built
-  counts = ngram.fit(train, tok.vocab_size, order=3)
+  counts = ngram.fit(train, tok.vocab_size, order=3, bos_id=tok.bos_id)
   bpb = {k: ngram.bits_per_byte(ngram.KneserNey(counts, k), validation) for k in (1, 2, 3)}
   add_one = unigram.bits_per_byte(
       unigram.fit(sources.sample_texts(builder.as_data_source("train"), 10**9), tok), validation)

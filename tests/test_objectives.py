@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from train import objectives
-from train.tokenizer import BOS_ID
+from train.tokenizer import Specials
 
-B = BOS_ID
+TRAINED = Specials.trained(640)  # the layout of a tokenizer trained here
+B = TRAINED.bos_id
 
 
 def _row(targets, segment_ids, positions):
@@ -25,7 +26,7 @@ def _row(targets, segment_ids, positions):
      [B, 31, B, B, 41, 42], [1, 1, 1, 1, 1, 1]),
 ])
 def test_causal_lm_shifts_right_with_bos_at_each_segment_start(row, inputs, weights):
-  out = objectives.causal_lm({k: v.copy() for k, v in row.items()})
+  out = objectives.causal_lm({k: v.copy() for k, v in row.items()}, B)
   real = np.asarray([i is not None for i in inputs])
   # Inputs under padding are never scored (weight 0), so any value is fine there.
   np.testing.assert_array_equal(out["inputs"][real], [i for i in inputs if i is not None])
@@ -39,7 +40,7 @@ def test_causal_lm_shifts_right_with_bos_at_each_segment_start(row, inputs, weig
 def test_causal_lm_leaves_its_input_row_alone():
   row = _row([11, 12, 1, 21], [1, 1, 1, 2], [0, 1, 2, 0])
   before = {k: v.copy() for k, v in row.items()}
-  objectives.causal_lm(row)
+  objectives.causal_lm(row, B)
   for k in row:
     np.testing.assert_array_equal(row[k], before[k])
 
@@ -117,7 +118,7 @@ def test_mlm_scores_only_selected_text_tokens_of_each_segment(built):
   row["targets"][60:] = 0
   out = objectives.make(_config("mlm", "encoder", 64), tok)(row, np.random.default_rng(1))
   scored = out["weights"] > 0
-  text = (row["targets"] >= objectives.FIRST_TEXT_ID) & (row["targets_segment_ids"] > 0)
+  text = (row["targets"] >= TRAINED.text_ids[0]) & (row["targets_segment_ids"] > 0)
   assert scored.sum() == round(0.15 * text.sum()) and not (scored & ~text).any()
   np.testing.assert_array_equal(out["inputs"][~scored], row["targets"][~scored])
   np.testing.assert_array_equal(out["targets"], row["targets"])

@@ -10,8 +10,7 @@ def test_special_ids_are_fixed(built):
   tok = built[2]
   sp = tok.sp
   assert [sp.id_to_piece(i) for i in range(5)] == ["<pad>", "</s>", "<unk>", "<s>", "<mask>"]
-  assert (tokenizer.PAD_ID, tokenizer.EOS_ID, tokenizer.UNK_ID, tokenizer.BOS_ID,
-          tokenizer.MASK_ID) == (0, 1, 2, 3, 4)
+  assert (tok.pad_id, tok.eos_id, tok.bos_id, tok.mask_id, tok.num_sentinels) == (0, 1, 3, 4, 100)
   assert tok.vocab_size == TEST_VOCAB == tok.sp_size + 100
   assert tok.sentinel_id(0) == TEST_VOCAB - 1 and tok.sentinel_id(99) == tok.sp_size
 
@@ -36,8 +35,8 @@ def test_sentinels_encode_and_decode(built):
 
 def test_decode_stops_at_eos_and_drops_padding(built):
   tok = built[2]
-  ids = list(tok.encode("x = 1")) + [tokenizer.EOS_ID] + list(tok.encode("unseen"))
-  assert tok.decode([tokenizer.PAD_ID] + ids) == "x = 1"
+  ids = list(tok.encode("x = 1")) + [tok.eos_id] + list(tok.encode("unseen"))
+  assert tok.decode([tok.pad_id] + ids) == "x = 1"
 
 
 def test_byte_lengths_add_up_to_the_text_length(built):
@@ -45,7 +44,7 @@ def test_byte_lengths_add_up_to_the_text_length(built):
   lengths = tok.byte_lengths()
   for text in ["def f(x):\n    return x\n", "日本語 🙂 naïve", "<mask>"]:
     assert lengths[tok.encode(text)].sum() == len(text.encode("utf-8"))
-  assert lengths[[tokenizer.PAD_ID, tokenizer.EOS_ID, tokenizer.BOS_ID, tok.sentinel_id(0)]].sum() == 0
+  assert lengths[[tok.pad_id, tok.eos_id, tok.bos_id, tok.sentinel_id(0)]].sum() == 0
 
 
 def test_cached_model_is_reused(built, tmp_path):

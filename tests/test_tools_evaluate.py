@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from tests.conftest import command_line, tiny_config
 from tools import evaluate as evaluate_tool
 from train import data as data_lib
-from train import evaluation, tokenizer, trainer
+from train import evaluation, trainer
 from train.experiment import Experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,7 +93,7 @@ def test_every_token_is_scored_once_with_each_familys_default_objective(text_dir
   config = tiny_config(text_dir, data_dir, name)
   documents, _ = evaluate_tool.text_file_documents(str(text_dir / "b*.txt"))
   tok = data_lib.load(config).tokenizer
-  ids = [np.append(tok.encode(d["text"].decode()), tokenizer.EOS_ID) for d in documents]
+  ids = [np.append(tok.encode(d["text"].decode()), tok.eos_id) for d in documents]
   text_tokens, text_bytes = sum(map(len, ids)), sum(len(d["text"]) for d in documents)
   experiment = Experiment(config)  # an untrained model: scoring needs no checkpoint
   batches = list(experiment.task.dataset(documents, tok, train=False))

@@ -21,7 +21,7 @@ def test_loss_on_a_fixed_batch_decreases(built, text_dir, data_dir):
   config = tiny_config(text_dir, data_dir)
   _, builder, tok = built
   batch = next(iter(input_pipeline.make_dataset(
-      builder.as_data_source("train"), tok, objective=objectives.CausalLM(32), batch_size=4,
+      builder.as_data_source("train"), tok, objective=objectives.CausalLM(32, tok.specials), batch_size=4,
       seed=0, train=True)))
   config.train.num_steps = 20
   losses, _ = train_losses(Experiment(config), batch, 15)

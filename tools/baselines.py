@@ -40,7 +40,7 @@ def baselines(config: ml_collections.ConfigDict, order: int, discounts: str = "m
   def rows(documents, train=False):
     # train=False: unshuffled, one pass, every document once, packed as training packs it.
     return input_pipeline.make_dataset(
-        documents, tok, objective=objectives.CausalLM(data.seq_len),
+        documents, tok, objective=objectives.CausalLM(data.seq_len, tok.specials),
         batch_size=config.train.batch_size, seed=config.seed, train=train,
         num_threads=data.num_threads)
 
@@ -61,7 +61,7 @@ def baselines(config: ml_collections.ConfigDict, order: int, discounts: str = "m
   start = time.perf_counter()
   train_rows = (itertools.islice(rows(train_docs, train=True), config.train.num_steps)
                 if matched_budget else rows(train_docs))
-  counts = ngram.fit(train_rows, tok.vocab_size, order)
+  counts = ngram.fit(train_rows, tok.vocab_size, order, tok.bos_id)
   tokens = int(counts.counts[0].sum())
   log(f"counted orders 1..{order} over {tokens} train tokens in "
       f"{time.perf_counter() - start:.1f}s")

@@ -22,6 +22,9 @@ Sections (the default runs all four in about 10 minutes on a 2-core CPU):
             (--compile_unrolled: unrolled too, which grows with depth).
   pipeline  the input pipeline alone for every objective at the tiny and published
             sizes (the step section shows it for the configs it times).
+  data      a generated JSONL corpus of --data_gb GB: tools.prepare_data MB/s with 1 and
+            2 workers, pipeline vs step rows/s, peak RSS of training on 1x and 4x
+            (tools/benchmark_data.py).
 """
 import dataclasses
 import importlib
@@ -82,11 +85,12 @@ def synthetic_batch(config: ml_collections.ConfigDict) -> dict:
   """A global batch of the objective over random text ids, one document per row."""
   objective = objectives.make(config)
   rng = np.random.default_rng(0)
-  top = min(config.data.vocab_size - objectives.NUM_SENTINELS, 30_000)
+  first_text, end_text = objective.specials.text_ids
+  top = min(end_text, 30_000)
   examples = []
   for i in range(config.train.batch_size):
     length = objective.raw_length
-    row = {"targets": rng.integers(objectives.FIRST_TEXT_ID, top, length).astype(np.int32),
+    row = {"targets": rng.integers(first_text, top, length).astype(np.int32),
            "targets_segment_ids": np.ones(length, np.int32),
            "targets_positions": np.arange(length, dtype=np.int32)}
     example = objective(row, noise.example_rng(0, i))
@@ -359,8 +363,13 @@ def pipeline_section() -> list[dict]:
           for name in PIPELINE_CONFIGS]
 
 
+def data_section() -> list[dict]:
+  from tools import benchmark_data  # it builds on this module's steps and pipeline rates
+  return benchmark_data.data_section()
+
+
 SECTIONS = {"step": step_section, "variants": variants_section, "decode": decode_section,
-            "compile": compile_section, "pipeline": pipeline_section}
+            "compile": compile_section, "pipeline": pipeline_section, "data": data_section}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -402,6 +411,7 @@ def define_flags() -> None:
   flags.DEFINE_bool("compile_unrolled", False,
                     "compile section: also unrolled layers (minutes at 24 layers).")
   flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+  flags.DEFINE_float("data_gb", 2.0, "data section: GB of JSONL to generate (and 4x that).")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ from configs.common import base_config
 from model import model_config
 from model.config import ModelConfig
 from tools.hf_params import ARCHITECTURES, FAMILIES, Architecture, params_from_hf, params_to_hf
-from train import pretrained
+from train import hf_tokenizer, pretrained
+
+TOKENIZER_DIR = "tokenizer"  # under an imported directory: the checkpoint's tokenizer files
 
 
 # ---------------------------------------------------------------------------------------
@@ -151,6 +153,10 @@ def import_hf(hf_dir: str, out_dir: str, *, scan_layers: bool = False) -> list[s
     raise FileExistsError(f"{out_dir}/params already exists; choose a new --out_dir")
   hf, tensors = read_hf(hf_dir)
   imported = from_hf(hf, tensors, scan_layers=scan_layers)
+  tokenizer_dir = copy_tokenizer(hf_dir, out_dir)
+  if tokenizer_dir:  # the run and tools.generate read text with the checkpoint's tokenizer
+    hf_tokenizer.published(tokenizer_dir, imported.config.data.vocab_size)
+    imported.config.data.tokenizer = tokenizer_dir
   pretrained.save_params(out_dir, imported.config, imported.params)
   shutil.copy(os.path.join(hf_dir, "config.json"), os.path.join(out_dir, "hf_config.json"))
   m = imported.config.model
@@ -161,6 +167,19 @@ def import_hf(hf_dir: str, out_dir: str, *, scan_layers: bool = False) -> list[s
     lines.append(f"dropped {len(imported.dropped)} unused or duplicate tensors: "
                  f"{', '.join(imported.dropped)}")
   return lines
+
+
+def copy_tokenizer(hf_dir: str, out_dir: str) -> str | None:
+  """Copies the checkpoint's tokenizer files to out_dir/tokenizer; returns that directory
+  (absolute), or None when the checkpoint has no tokenizer.json."""
+  if not os.path.exists(os.path.join(hf_dir, "tokenizer.json")):
+    return None
+  target = os.path.abspath(os.path.join(out_dir, TOKENIZER_DIR))
+  os.makedirs(target, exist_ok=True)
+  for name in hf_tokenizer.HF_FILES:
+    if os.path.exists(os.path.join(hf_dir, name)):
+      shutil.copy(os.path.join(hf_dir, name), os.path.join(target, name))
+  return target
 
 
 def export_hf(triform_dir: str, out_dir: str) -> list[str]:

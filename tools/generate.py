@@ -3,14 +3,15 @@
   python -m tools.generate --config=configs/gpt_tiny.py --workdir=/tmp/triform/gpt_tiny \
       --prompt="def read_file(path):" [--max_new_tokens=64 --temperature=0.8 --top_p=0.9]
   python -m tools.generate --config=... --workdir=... --prompt="import os" --show_next_token_probs
-  python -m tools.generate --triform_dir=/tmp/gpt2_converted --prompt_ids="464 2068 7586"
+  python -m tools.generate --triform_dir=/tmp/gpt2_converted --prompt="The quick brown"
 
 A decoder continues each prompt; an encoder-decoder maps each prompt to an output;
 an encoder fills every <mask> in the prompt with its top candidates. With
 --workdir the run's tokenizer is used and the latest checkpoint is loaded; a
-directory made by tools/convert_hf.py has no SentencePiece tokenizer, so it
-takes and prints token ids.
+directory made by tools/convert_hf.py uses the checkpoint's own tokenizer (copied
+into it), or, when the checkpoint had none, takes and prints token ids.
 """
+import os
 import sys
 
 from absl import app, flags
@@ -19,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from model import FAMILIES, decoding, model_config, model_graphdef
-from train import cli, pretrained, tokenizer
+from tools import convert_hf
+from train import cli, hf_tokenizer, pretrained, tokenizer
 from train import data as data_lib
 from train.experiment import Experiment
 
@@ -54,7 +56,10 @@ def load(config, workdir, triform_dir):
   if triform_dir:
     config, params = pretrained.load_params(triform_dir)
     cfg = model_config(config)
-    return cfg, model_graphdef(cfg), params, None
+    tokenizer_dir = os.path.join(triform_dir, convert_hf.TOKENIZER_DIR)
+    tok = (hf_tokenizer.published(tokenizer_dir, config.data.vocab_size)
+           if os.path.isdir(tokenizer_dir) else None)
+    return cfg, model_graphdef(cfg), params, tok
   if config is None:
     raise ValueError("--workdir needs --config, the run's config file and overrides")
   experiment = Experiment(config)
@@ -72,9 +77,9 @@ def encode_prompts(cfg, tok, texts, id_strings) -> list[np.ndarray]:
   for text in texts:
     ids = tok.encode(text)
     if generation == "continuation":
-      ids = np.concatenate([[tokenizer.BOS_ID], ids])
+      ids = np.concatenate([[tok.bos_id], ids])
     elif generation == "text_to_text":
-      ids = np.concatenate([ids, [tokenizer.EOS_ID]])
+      ids = np.concatenate([ids, [tok.eos_id]])
     prompts.append(ids.astype(np.int32))
   if not prompts:
     raise ValueError("no prompt: give --prompt, --prompt_file or --prompt_ids")
@@ -98,7 +103,7 @@ def next_token_table(cfg, graphdef, params, tok, prompt: np.ndarray, top: int) -
   """Markdown rows: the `top` most likely next tokens after `prompt` and their probabilities."""
   inputs, lengths = batch([prompt])
   _, logits = decoding.generate(graphdef, params, inputs, lengths, jax.random.key(0),
-                                max_new_tokens=1, return_logits=True)
+                                max_new_tokens=1, return_logits=True, **_special_ids(tok))
   probs = np.asarray(jax.nn.softmax(logits[0, 0]))
   order = np.argsort(-probs)[:top]
   rows = ["| rank | id | token | probability |", "|---|---|---|---|"]
@@ -126,27 +131,33 @@ def run(cfg, graphdef, params, tok, prompts) -> list[str]:
     ids, probs = decoding.fill_masks(graphdef, params, inputs, lengths, top_k=FLAGS.top)
     for b, prompt in enumerate(prompts):
       lines.append(f"prompt: {_text(tok, prompt)}")
-      for t in np.flatnonzero(prompt == tokenizer.MASK_ID):
+      for t in np.flatnonzero(prompt == (tok.mask_id if tok else tokenizer.Specials.trained(
+          cfg.vocab_size).mask_id)):
         options = ", ".join(f"{_piece(tok, int(i))} {p:.3f}" for i, p in zip(ids[b, t], probs[b, t]))
         lines.append(f"  mask at {t}: {options}")
     return lines
   if FLAGS.beam_size:
     out, _ = decoding.beam_search(graphdef, params, inputs, lengths,
                                   max_new_tokens=FLAGS.max_new_tokens, beam_size=FLAGS.beam_size,
-                                  alpha=FLAGS.length_penalty)
+                                  alpha=FLAGS.length_penalty, **_special_ids(tok))
   else:
     out = decoding.generate(graphdef, params, inputs, lengths, jax.random.key(FLAGS.seed),
                             max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature,
-                            top_k=FLAGS.top_k, top_p=FLAGS.top_p)
+                            top_k=FLAGS.top_k, top_p=FLAGS.top_p, **_special_ids(tok))
   for prompt, new in zip(prompts, np.asarray(out)):
     lines += [f"prompt: {_text(tok, prompt)}", f"output: {_text(tok, new)}"]
   return lines
 
 
+def _special_ids(tok) -> dict:
+  """The eos and pad ids decoding stops and pads with: the tokenizer's, when there is one."""
+  return {} if tok is None else {"eos_id": tok.eos_id, "pad_id": tok.pad_id}
+
+
 def _text(tok, ids) -> str:
   if tok is None:
-    return " ".join(str(int(i)) for i in ids if i != tokenizer.PAD_ID)
-  return tok.decode([i for i in ids if i != tokenizer.BOS_ID])
+    return " ".join(str(int(i)) for i in ids if i != decoding.PAD_ID)
+  return tok.decode([i for i in ids if i != tok.bos_id])
 
 
 def main(argv, config_flag):

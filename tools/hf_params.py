@@ -21,6 +21,10 @@ from model.layers import ACTIVATIONS
 from model.stack import stack_layers, unstack_layers
 from train import tokenizer
 
+# What an exported triform model's config names: the ids of a tokenizer trained here (pad,
+# eos and bos do not depend on the vocabulary's size).
+_TRAINED = tokenizer.Specials.trained(vocab_size=1 << 16)
+
 # How an HF tensor is laid out against ours: (transposed, number of our leading axes that
 # form its input side). torch.nn.Linear stores [out, in]; GPT-2's Conv1D and our kernels
 # [in, out]. "copy" is the same array, "heads" a bias [N*H] that is ours [N, H].
@@ -229,7 +233,7 @@ BERT = _Bert(
                   layer_norm_eps=1e-12, tie_word_embeddings=True,
                   position_embedding_type="absolute", is_decoder=False,
                   add_cross_attention=False),
-    special_tokens=dict(pad_token_id=tokenizer.PAD_ID),
+    special_tokens=dict(pad_token_id=_TRAINED.pad_id),
     activations=HF_ACTIVATIONS, export_activations=EXPORT_ACTIVATIONS,
     export_fixed=dict(norm="layernorm", norm_position="post", position="learned",
                       use_bias=True, scale_attention=True),
@@ -313,7 +317,7 @@ GPT2 = _Gpt2(
                   layer_norm_epsilon=1e-5, scale_attn_weights=True,
                   scale_attn_by_inverse_layer_idx=False, add_cross_attention=False,
                   tie_word_embeddings=True),
-    special_tokens=dict(bos_token_id=tokenizer.BOS_ID, eos_token_id=tokenizer.EOS_ID),
+    special_tokens=dict(bos_token_id=_TRAINED.bos_id, eos_token_id=_TRAINED.eos_id),
     activations=HF_ACTIVATIONS, export_activations=EXPORT_ACTIVATIONS,
     # scale_attn_weights holds either setting of scale_attention.
     export_fixed=dict(norm="layernorm", norm_position="pre", position="learned", use_bias=True),
@@ -400,8 +404,8 @@ T5 = _T5(
                   relative_attention_max_distance=128, dropout_rate=0.1,
                   layer_norm_epsilon=1e-6, feed_forward_proj="relu", n_positions=512),
     # Targets are shifted right with PAD, as in T5 (train/objectives.py): PAD starts the decoder.
-    special_tokens=dict(pad_token_id=tokenizer.PAD_ID, eos_token_id=tokenizer.EOS_ID,
-                        decoder_start_token_id=tokenizer.PAD_ID),
+    special_tokens=dict(pad_token_id=_TRAINED.pad_id, eos_token_id=_TRAINED.eos_id,
+                        decoder_start_token_id=_TRAINED.pad_id),
     activations=T5_FEED_FORWARD, export_activations=EXPORT_T5_FEED_FORWARD,
     export_fixed=dict(norm="rmsnorm", norm_position="pre", position="relative", use_bias=False,
                       scale_attention=False),

@@ -18,16 +18,12 @@ from train import data as data_lib
 USAGE = "commands: encode TEXT | decode ID [ID ...] | info"
 
 
-def _piece(tok: tokenizer.Tokenizer, i: int) -> str:
-  return tok.sp.id_to_piece(i) if i < tok.sp_size else tok.decode([i])  # <extra_id_N>
-
-
 def encode(tok: tokenizer.Tokenizer, text: str) -> list[str]:
   """Pieces, ids and bytes per token of `text`."""
   ids = [int(i) for i in tok.encode(text)]
   num_bytes = len(text.encode("utf-8"))
   ratio = f": {num_bytes / len(ids):.2f} bytes/token" if ids else ""
-  return [f"pieces: {[_piece(tok, i) for i in ids]}",
+  return [f"pieces: {[tok.id_to_piece(i) for i in ids]}",
           " ".join(["ids:", *map(str, ids)]),
           f"{len(ids)} tokens, {num_bytes} bytes{ratio}"]
 
@@ -46,14 +42,16 @@ def decode(tok: tokenizer.Tokenizer, args: list[str]) -> list[str]:
 
 def info(tok: tokenizer.Tokenizer, path: str) -> list[str]:
   """Model path, vocabulary size and the special ids with their pieces."""
-  specials = [("pad", tokenizer.PAD_ID), ("eos", tokenizer.EOS_ID), ("unk", tokenizer.UNK_ID),
-              ("bos", tokenizer.BOS_ID), ("mask", tokenizer.MASK_ID),
-              ("first sentinel", tok.sentinel_id(0)),
-              ("last sentinel", tok.sentinel_id(tokenizer.NUM_SENTINELS - 1))]
+  specials = [("pad", tok.pad_id), ("eos", tok.eos_id), ("bos", tok.bos_id),
+              ("mask", tok.mask_id)]
+  if tok.num_sentinels:
+    specials += [("first sentinel", tok.sentinel_id(0)),
+                 ("last sentinel", tok.sentinel_id(tok.num_sentinels - 1))]
   return ([f"tokenizer: {path}",
-           f"vocab size: {tok.vocab_size} ({tok.sp_size} SentencePiece pieces + "
-           f"{tokenizer.NUM_SENTINELS} sentinels)"]
-          + [f"{name}: {i} {_piece(tok, i)}" for name, i in specials])
+           f"vocab size: {tok.vocab_size} ({tok.vocab_size - tok.num_sentinels} pieces + "
+           f"{tok.num_sentinels} sentinels)"]
+          + [f"{name}: {i} {tok.id_to_piece(i)}" if i is not None else f"{name}: none"
+             for name, i in specials])
 
 
 def run(config, argv: list[str]) -> list[str]:

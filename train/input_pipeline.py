@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from train import noise
-from train.tokenizer import EOS_ID, Tokenizer
+from train.tokenizer import Tokenizer
 
 
 class _Tokenize(grain.transforms.Map):
@@ -25,7 +25,7 @@ class _Tokenize(grain.transforms.Map):
 
   def map(self, example):
     text = example["text"].decode("utf-8") if isinstance(example["text"], bytes) else example["text"]
-    return {"targets": np.append(self.tokenizer.encode(text), np.int32(EOS_ID))}
+    return {"targets": np.append(self.tokenizer.encode(text), np.int32(self.tokenizer.eos_id))}
 
 
 class _ApplyObjective(grain.transforms.MapWithIndex):
@@ -78,9 +78,15 @@ def make_dataset(source, tokenizer: Tokenizer, *, objective, batch_size: int, se
   shard_index, shard_count = (0, 1) if by_rows else (host_index, host_count)
   if by_rows:
     batch_size *= host_count
-  docs = grain.MapDataset.source(source)[shard_index::shard_count]
-  if train:
-    docs = docs.shuffle(seed=seed).repeat()
+  if train and hasattr(source, "stream"):  # a mixture: shuffled and repeated part by part
+    docs = source.stream(seed)[shard_index::shard_count]
+  else:
+    own = source.for_host(shard_index, shard_count) if hasattr(source, "for_host") else None
+    # Whole shards per host where the source has enough of them, else every count-th document.
+    docs = (grain.MapDataset.source(own) if own is not None and shard_count > 1
+            else grain.MapDataset.source(source)[shard_index::shard_count])
+    if train:
+      docs = docs.shuffle(seed=seed).repeat()
   tokens = docs.map(_Tokenize(tokenizer)).to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=64))
   rows = grain_exp.ConcatThenSplitIterDataset(tokens,

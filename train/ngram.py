@@ -26,7 +26,6 @@ import dataclasses
 from absl import logging
 import numpy as np
 
-from train.tokenizer import BOS_ID
 
 DISCOUNTS = ("modified", "plain")
 # KenLM's --discount_fallback values, for orders whose count-of-counts leave a
@@ -80,8 +79,9 @@ class Counts:
     return len(self.keys)
 
   @classmethod
-  def fit(cls, windows_: np.ndarray, vocab_size: int) -> "Counts":
-    """Counts of the n-grams ending at each row of `windows_` ([N, order], as `windows`)."""
+  def fit(cls, windows_: np.ndarray, vocab_size: int, bos_id: int) -> "Counts":
+    """Counts of the n-grams ending at each row of `windows_` ([N, order], as `windows`);
+    `bos_id` starts every row (an n-gram from it has no left extension)."""
     order = windows_.shape[1]
     if vocab_size ** order >= 2 ** 63:
       raise ValueError(f"order {order} over {vocab_size} ids does not fit 64-bit keys; "
@@ -92,7 +92,7 @@ class Counts:
       unique, count = np.unique(_pack(ngrams, vocab_size), return_counts=True)
       keys.append(unique)
       counts.append(count)
-      first.append(unique // vocab_size ** (k - 1) == BOS_ID if k > 1
+      first.append(unique // vocab_size ** (k - 1) == bos_id if k > 1
                    else np.zeros(len(unique), bool))
     continuations = []
     for k in range(1, order):
@@ -198,7 +198,7 @@ def bits_per_byte(model: KneserNey, batches) -> float:
   return bits / max(nbytes, 1.0)
 
 
-def fit(batches, vocab_size: int, order: int) -> Counts:
+def fit(batches, vocab_size: int, order: int, bos_id: int) -> Counts:
   """Counts of orders 1..`order` over the scored targets of `batches` (rows as the models
   train on); `KneserNey(counts, k)` is then the model of any order k <= `order`."""
-  return Counts.fit(np.concatenate([windows(b, order) for b in batches]), vocab_size)
+  return Counts.fit(np.concatenate([windows(b, order) for b in batches]), vocab_size, bos_id)

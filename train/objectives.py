@@ -21,10 +21,7 @@ import numpy as np
 
 from model import FAMILIES
 from train import noise
-from train.tokenizer import BOS_ID, EOS_ID, MASK_ID, NUM_SENTINELS, PAD_ID, Tokenizer
-
-# The first id that is ordinary text: ids below are pad, eos, unk, bos, mask.
-FIRST_TEXT_ID = MASK_ID + 1
+from train.tokenizer import Specials, Tokenizer
 
 
 def _shift_right(targets: np.ndarray, segment_ids: np.ndarray, start: int) -> np.ndarray:
@@ -46,11 +43,11 @@ def _one_segment(length: int, used: int) -> tuple[np.ndarray, np.ndarray]:
   return _pad(np.arange(used), length), _pad(np.ones(used), length)
 
 
-def causal_lm(row: dict) -> dict:
+def causal_lm(row: dict, bos_id: int) -> dict:
   """Next-token prediction: inputs are targets shifted right, BOS at each segment start."""
   # [T] each
   targets, segment_ids = row["targets"], row["targets_segment_ids"]
-  return {"inputs": _shift_right(targets, segment_ids, BOS_ID), "targets": targets,
+  return {"inputs": _shift_right(targets, segment_ids, bos_id), "targets": targets,
           "positions": row["targets_positions"], "segment_ids": segment_ids,
           "weights": (segment_ids > 0).astype(np.float32)}
 
@@ -66,6 +63,7 @@ class Objective(abc.ABC):
   bidirectional_prefix = False  # a decoder's rows carry a `prefix` read both ways
   max_scored = 0  # positions per row the loss may score (0: every position)
   seq_len: int
+  specials: Specials  # the tokenizer's special ids
 
   @property
   def raw_length(self) -> int:
@@ -79,7 +77,7 @@ class Objective(abc.ABC):
 
   def example_shapes(self) -> dict:
     """{field: (length, dtype)} of one example, from a dummy row of text tokens."""
-    row = {"targets": np.full(self.raw_length, FIRST_TEXT_ID, np.int32),
+    row = {"targets": np.full(self.raw_length, self.specials.text_ids[0], np.int32),
            "targets_segment_ids": np.ones(self.raw_length, np.int32),
            "targets_positions": np.arange(self.raw_length, dtype=np.int32)}
     example = self(row, noise.example_rng(0, 0))
@@ -88,7 +86,8 @@ class Objective(abc.ABC):
   @classmethod
   @abc.abstractmethod
   def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "Objective":
-    """The objective `config` describes (with `tokenizer`'s word starts where it needs them)."""
+    """The objective `config` describes, with `tokenizer`'s special ids (and word starts
+    where it needs them); without one, the layout of a tokenizer trained here."""
 
   @abc.abstractmethod
   def __call__(self, row: dict, rng: np.random.Generator) -> dict:
@@ -103,16 +102,17 @@ class Objective(abc.ABC):
 class CausalLM(Objective):
   """GPT: predict every token from the ones before it, within its document."""
   seq_len: int
+  specials: Specials
   NAME = "causal_lm"
   FAMILIES = ("decoder", "lstm")
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "CausalLM":
-    return cls(config.data.seq_len)
+    return cls(config.data.seq_len, specials_of(config, tokenizer))
 
   def __call__(self, row: dict, rng: np.random.Generator) -> dict:
     del rng
-    return causal_lm(row)
+    return causal_lm(row, self.specials.bos_id)
 
   def describe_scored(self, seed: int) -> str:
     return ("every token of every document and its EOS, each predicted from the tokens before "
@@ -127,6 +127,7 @@ class MaskedLM(Objective):
   rate: float
   vocab_size: int
   word_starts: np.ndarray | None  # [V] bool, for whole-word masking
+  specials: Specials
   NAME = "mlm"
   FAMILIES = ("encoder",)
 
@@ -134,7 +135,11 @@ class MaskedLM(Objective):
   def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "MaskedLM":
     n = config.noise
     starts = tokenizer.word_starts() if n.whole_word_masking and tokenizer is not None else None
-    return cls(config.data.seq_len, n.mlm_rate, config.data.vocab_size, starts)
+    specials = specials_of(config, tokenizer)
+    if specials.mask_id is None:
+      raise ValueError(f"config.data.tokenizer={config.data.tokenizer!r} has no mask token; "
+                       "config.objective='mlm' needs one (use a BERT tokenizer or 'train')")
+    return cls(config.data.seq_len, n.mlm_rate, config.data.vocab_size, starts, specials)
 
   @property
   def max_scored(self) -> int:
@@ -144,14 +149,15 @@ class MaskedLM(Objective):
   def __call__(self, row: dict, rng: np.random.Generator) -> dict:
     # [T] each
     tokens, segment_ids = row["targets"], row["targets_segment_ids"]
-    first_sentinel = self.vocab_size - NUM_SENTINELS
-    candidates = (tokens >= FIRST_TEXT_ID) & (tokens < first_sentinel) & (segment_ids > 0)
+    first_text, end_text = self.specials.text_ids
+    candidates = (tokens >= first_text) & (tokens < end_text) & (segment_ids > 0)
     starts = None
     if self.word_starts is not None:
       new_segment = segment_ids != np.roll(segment_ids, 1)
       starts = self.word_starts[tokens] | new_segment
-    inputs, selected = noise.mlm_mask(tokens, candidates, rng, rate=self.rate, mask_id=MASK_ID,
-                                      random_ids=(FIRST_TEXT_ID, first_sentinel),
+    inputs, selected = noise.mlm_mask(tokens, candidates, rng, rate=self.rate,
+                                      mask_id=self.specials.mask_id,
+                                      random_ids=(first_text, end_text),
                                       word_starts=starts)
     return {"inputs": inputs, "targets": tokens, "positions": row["targets_positions"],
             "segment_ids": segment_ids, "weights": selected.astype(np.float32)}
@@ -171,6 +177,7 @@ class SpanCorruption(Objective):
   density: float
   mean_span: float
   vocab_size: int
+  specials: Specials
   decoder: bool = False  # one decoder row holds inputs and targets
   causal_prefix: bool = False  # a decoder reads the inputs causally
   NAME = "span_corruption"
@@ -179,9 +186,14 @@ class SpanCorruption(Objective):
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "SpanCorruption":
     n = config.noise
+    specials = specials_of(config, tokenizer)
+    if not specials.sentinel_ids:
+      raise ValueError(f"config.data.tokenizer={config.data.tokenizer!r} has no <extra_id_N> "
+                       "sentinels; config.objective='span_corruption' needs them (use a T5 "
+                       "tokenizer or 'train')")
     decoder = "encoder_inputs" not in FAMILIES[config.model.family].INPUTS
     return cls(config.data.seq_len, n.noise_density, n.mean_span_length, config.data.vocab_size,
-               decoder, decoder and config.decoder_prefix == "causal")
+               specials, decoder, decoder and config.decoder_prefix == "causal")
 
   @functools.cached_property
   def inputs_length(self) -> int:
@@ -216,15 +228,17 @@ class SpanCorruption(Objective):
     # [R] -> [n]
     tokens = row["targets"][row["targets_segment_ids"] > 0]
     if len(tokens) < 2:  # nothing to corrupt: an all-padding example, scored nowhere
-      tokens = np.full(2, PAD_ID, np.int32)
+      tokens = np.full(2, self.specials.pad_id, np.int32)
     mask = noise.noise_mask(len(tokens), self.density, self.mean_span, rng)
-    sentinels = self.vocab_size - 1 - np.arange(NUM_SENTINELS)
-    inputs, targets = noise.corrupt_spans(tokens, mask, sentinels, EOS_ID)
+    sentinels = np.asarray(self.specials.sentinel_ids)
+    inputs, targets = noise.corrupt_spans(tokens, mask, sentinels, self.specials.eos_id)
     scored = row["targets_segment_ids"].any()
     if self.decoder:
       return _decoder_example(np.concatenate([inputs, targets]), len(inputs), self.seq_len,
-                              bidirectional=not self.causal_prefix, scored=scored)
-    return _encoder_decoder_example(inputs, targets, self.seq_len, self.targets_length, scored)
+                              self.specials.bos_id, bidirectional=not self.causal_prefix,
+                              scored=scored)
+    return _encoder_decoder_example(inputs, targets, self.seq_len, self.targets_length,
+                                    self.specials.pad_id, scored)
 
   def describe_scored(self, seed: int) -> str:
     return (f"the span-corruption targets (noise density {self.density}, mean span "
@@ -239,6 +253,7 @@ class PrefixLM(Objective):
   encodes the prefix). The T5 paper's "prefix LM" and encoder-decoder "LM" objectives."""
   seq_len: int
   encoded: bool  # the prefix goes to an encoder (the family reads `encoder_inputs`)
+  specials: Specials
   causal_prefix: bool = False  # a decoder reads the prefix causally (scoring only the suffix)
   NAME = "prefix_lm"
   FAMILIES = ("decoder", "encoder_decoder")
@@ -246,7 +261,7 @@ class PrefixLM(Objective):
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "PrefixLM":
     encoded = "encoder_inputs" in FAMILIES[config.model.family].INPUTS
-    return cls(config.data.seq_len, encoded,
+    return cls(config.data.seq_len, encoded, specials_of(config, tokenizer),
                causal_prefix=not encoded and config.decoder_prefix == "causal")
 
   @property
@@ -272,22 +287,24 @@ class PrefixLM(Objective):
     n = len(tokens)
     split = int(rng.integers(1, n)) if n > 1 else n
     if self.encoded:
-      return _encoder_decoder_example(np.append(tokens[:split], EOS_ID),
-                                      np.append(tokens[split:], EOS_ID), self.seq_len,
-                                      self.seq_len, scored=n > 1)
-    return _decoder_example(tokens, split, self.seq_len, bidirectional=not self.causal_prefix)
+      eos = self.specials.eos_id
+      return _encoder_decoder_example(np.append(tokens[:split], eos),
+                                      np.append(tokens[split:], eos), self.seq_len,
+                                      self.seq_len, self.specials.pad_id, scored=n > 1)
+    return _decoder_example(tokens, split, self.seq_len, self.specials.bos_id,
+                            bidirectional=not self.causal_prefix)
 
   def describe_scored(self, seed: int) -> str:
     return "each row's suffix after a random split point, " + _EVAL_SEED.format(seed=seed)
 
 
-def _decoder_example(tokens: np.ndarray, split: int, length: int, bidirectional: bool,
-                     scored: bool = True) -> dict:
+def _decoder_example(tokens: np.ndarray, split: int, length: int, bos_id: int,
+                     bidirectional: bool, scored: bool = True) -> dict:
   """A decoder row of `tokens` [n <= length] scoring tokens[split:] given tokens[:split],
   which it reads both ways (a `prefix` field) if `bidirectional`, else causally."""
   positions, segment_ids = _one_segment(length, len(tokens))
   targets = _pad(tokens, length)
-  example = {"inputs": _shift_right(targets, segment_ids, BOS_ID), "targets": targets,
+  example = {"inputs": _shift_right(targets, segment_ids, bos_id), "targets": targets,
              "positions": positions, "segment_ids": segment_ids,
              "weights": ((np.arange(length) >= split) & (segment_ids > 0) & scored
                          ).astype(np.float32)}
@@ -298,16 +315,23 @@ def _decoder_example(tokens: np.ndarray, split: int, length: int, bidirectional:
 
 
 def _encoder_decoder_example(inputs: np.ndarray, targets: np.ndarray, inputs_length: int,
-                             targets_length: int, scored: bool) -> dict:
+                             targets_length: int, pad_id: int, scored: bool) -> dict:
   """One example padded into an encoder row and a decoder row (decoder start: pad, as T5)."""
   enc_positions, enc_segments = _one_segment(inputs_length, len(inputs))
   positions, segment_ids = _one_segment(targets_length, len(targets))
   targets = _pad(targets, targets_length)
   return {"encoder_inputs": _pad(inputs, inputs_length), "encoder_positions": enc_positions,
           "encoder_segment_ids": enc_segments,
-          "inputs": _shift_right(targets, segment_ids, PAD_ID), "targets": targets,
+          "inputs": _shift_right(targets, segment_ids, pad_id), "targets": targets,
           "positions": positions, "segment_ids": segment_ids,
           "weights": ((segment_ids > 0) & scored).astype(np.float32)}
+
+
+def specials_of(config: ml_collections.ConfigDict, tokenizer: Tokenizer | None) -> Specials:
+  """`tokenizer`'s special ids, or (no tokenizer yet: shapes and checks) the layout of one
+  trained here."""
+  return tokenizer.specials if tokenizer is not None else Specials.trained(
+      config.data.vocab_size)
 
 
 OBJECTIVES = {o.NAME: o for o in (CausalLM, MaskedLM, SpanCorruption, PrefixLM)}

@@ -6,16 +6,25 @@ holds what is built from it (the prepared dataset, its tokenizers), the same for
 same documents on every machine. `resolve(config.data)` picks the source a config names;
 train/data.py loads any of them the same way.
 
-Sources here: the built-in corpus and file globs (train/corpus.py builds them once into
-ArrayRecord), and a TFDS dataset already prepared on disk (read, never downloaded).
+Sources here, by the scheme that names them in `config.data.source`:
+- `stdlib` and a plain glob: text files, one document per file (train/corpus.py builds
+  them once into ArrayRecord);
+- `jsonl:GLOB`, `parquet:GLOB`, `lines:GLOB`: records of raw files, local or on a bucket
+  (train/records.py), converted once into ArrayRecord shards (train/shards.py);
+- `prepared:DIR`: shards that `python -m tools.prepare_data` wrote;
+- `tfds:NAME[/CONFIG][:VERSION]`: a TFDS dataset already prepared on disk (read, never
+  downloaded).
+`config.data.mixture` mixes several of them (train/mixture.py).
 """
+import hashlib
+import json
 import os
 from typing import Protocol, Sequence
 
 import ml_collections
 import tensorflow_datasets as tfds
 
-from train import corpus
+from train import corpus, records, shards
 
 
 class DocumentSource(Protocol):
@@ -26,6 +35,9 @@ class DocumentSource(Protocol):
 
   def split(self, name: str) -> Sequence[dict]:
     """The documents of split `name` ("train", "validation"), each {"text": ...}."""
+
+  def fingerprint(self) -> dict:
+    """JSON: exactly the data it reads (files with sizes and mtimes, or TFDS splits)."""
 
 
 class BuiltFiles:
@@ -67,14 +79,18 @@ class PreparedTfds:
   its text feature is missing.
   """
 
-  def __init__(self, name: str, data_dir: str | None, text_key: str = "text"):
+  def __init__(self, name: str, data_dir: str | None, text_key: str = "text",
+               split_names: dict[str, str] | None = None):
     self.name, self.text_key = name, text_key
     self.data_dir = os.path.expanduser(data_dir) if data_dir else None
+    self.split_names = split_names or {}  # "train"/"validation" -> the dataset's own names
     self.cache_key = "tfds_" + name.replace("/", "_").replace(":", "_")
     self._builder = None
 
   def prepare(self, data_dir: str | None = None) -> None:
     del data_dir  # read where it was prepared
+    if self.data_dir and "://" in self.data_dir:
+      check_bucket_reads(self.data_dir, "config.data.tfds_data_dir")
     where = self.data_dir or "TFDS's default data directory (~/tensorflow_datasets, $TFDS_DATA_DIR)"
     try:
       builder = tfds.core.read_only_builder.builder_from_files(self.name, data_dir=self.data_dir)
@@ -101,10 +117,42 @@ class PreparedTfds:
   def split(self, name: str) -> TextField:
     if self._builder is None:
       self.prepare()
+    name = self.split_names.get(name, name)
     try:
       return TextField(self._builder.as_data_source(split=name), self.text_key)
-    except ValueError as e:  # an unknown split, or a bad slice
-      raise ValueError(f"--tfds={self.name}:{name!r}: {e}") from None
+    except (ValueError, KeyError) as e:  # an unknown split, or a bad slice
+      raise ValueError(f"TFDS dataset {self.name!r} has no split {name!r} ({e}); it has "
+                       f"{sorted(self._builder.info.splits)}: set config.data.train_split / "
+                       "validation_split") from None
+
+  def fingerprint(self) -> dict:
+    if self._builder is None:
+      self.prepare()
+    splits = self._builder.info.splits
+    return {"tfds": self.name, "version": str(self._builder.info.version),
+            "data_dir": str(self._builder.data_dir), "text_key": self.text_key,
+            "splits": {name: splits[name].num_examples for name in sorted(splits)}}
+
+
+def check_bucket_reads(url: str, field: str) -> None:
+  """Fails in one line when this machine cannot read the ArrayRecord files under `url`:
+  listing needs fsspec's filesystem for the protocol, reading needs an ArrayRecord built
+  with that file system (the wheels since 0.5 read gs:// themselves)."""
+  import fsspec
+  from array_record.python import array_record_module
+  protocol = url.split("://")[0]
+  try:
+    fsspec.filesystem(protocol)
+  except (ImportError, ValueError) as e:
+    raise ValueError(f"{field}={url!r}: cannot list {protocol}:// here ({e}); "
+                     f"`pip install {'gcsfs' if protocol == 'gs' else 'fsspec[' + protocol + ']'}`"
+                     ) from None
+  with open(array_record_module.__file__, "rb") as f:
+    reads_gcs = b"gs://" in f.read()
+  if protocol != "gs" or not reads_gcs:
+    raise ValueError(f"{field}={url!r}: the installed ArrayRecord cannot read {protocol}:// "
+                     "paths; copy the data to a local disk (gcloud storage cp -r) or mount the "
+                     "bucket with gcsfuse and give the local path")
 
 
 def _name_and_split(spec: str) -> tuple[str, str]:
@@ -127,9 +175,91 @@ def tfds_documents(spec: str, data_dir: str | None, text_key: str) -> TextField:
   return PreparedTfds(name, data_dir, text_key).split(split)
 
 
+class RecordFiles:
+  """`jsonl:`, `parquet:` or `lines:` files (local or fsspec URLs), converted once into
+  ArrayRecord shards under data_dir/cache_key; split train/validation by record hash."""
+
+  def __init__(self, fmt: str, pattern: str, text_field: str, validation_percent: int):
+    self.fmt, self.text_field, self.validation_percent = fmt, text_field, validation_percent
+    self.paths = records.expand(pattern, f"config.data.source={fmt}:")
+    # The same files (names and sizes) and settings give the same key on every machine.
+    listing = json.dumps([self.paths, [records.stat(p)["size"] for p in self.paths],
+                          fmt, text_field])
+    digest = hashlib.sha256(listing.encode("utf-8")).hexdigest()[:12]
+    self.cache_key = f"{fmt}_{digest}_val{validation_percent}"
+    self._dir = self._manifest = None
+
+  def prepare(self, data_dir: str) -> None:
+    self._dir = os.path.join(os.path.expanduser(data_dir), self.cache_key)
+    self._manifest = shards.prepare(self.paths, self.fmt, self.text_field, self._dir,
+                                    self.validation_percent)
+
+  def split(self, name: str) -> shards.ShardDocuments:
+    if self._manifest is None:
+      raise RuntimeError("call prepare(data_dir) before reading a split")
+    return shards.ShardDocuments(self._dir, self._manifest, name)
+
+  def fingerprint(self) -> dict:
+    return {"format": self.fmt, "text_field": self.text_field,
+            "validation_percent": self.validation_percent,
+            "files": [records.stat(p) for p in self.paths]}
+
+
+class PreparedShards:
+  """The output directory of `python -m tools.prepare_data`, read where it is."""
+
+  def __init__(self, directory: str):
+    self.dir = os.path.abspath(os.path.expanduser(directory))
+    self._manifest = shards.read_manifest(self.dir)
+    digest = hashlib.sha256(json.dumps(self._manifest, sort_keys=True).encode()).hexdigest()
+    self.cache_key = f"prepared_{digest[:12]}"
+
+  def prepare(self, data_dir: str) -> None:
+    del data_dir  # already prepared where it is
+
+  def split(self, name: str) -> shards.ShardDocuments:
+    return shards.ShardDocuments(self.dir, self._manifest, name)
+
+  def fingerprint(self) -> dict:
+    files = sorted(f for f in os.listdir(self.dir) if f.endswith(".array_record"))
+    return {"prepared": self.dir,
+            "files": [records.stat(os.path.join(self.dir, f)) for f in files]}
+
+
+SCHEMES = ("jsonl", "parquet", "lines", "prepared", "tfds")
+
+
+def resolve_one(spec: str, data: ml_collections.ConfigDict) -> DocumentSource:
+  """The source one `config.data.source` string names; fails early, in one line."""
+  scheme, _, rest = spec.partition(":")
+  if not rest or "/" in scheme or scheme in ("gs", "s3", "http", "https", "file"):
+    if "://" in spec:
+      raise ValueError(f"config.data.source={spec!r}: a bucket path needs a scheme that says "
+                       "how to read it: jsonl:, parquet: or lines:")
+    return BuiltFiles(corpus.resolve(spec, data.validation_percent))
+  if scheme in records.FORMATS:
+    return RecordFiles(scheme, rest, data.text_field, data.validation_percent)
+  if scheme == "prepared":
+    return PreparedShards(rest)
+  if scheme == "tfds":
+    return PreparedTfds(rest, data.tfds_data_dir or None, data.text_field,
+                        {"train": data.train_split, "validation": data.validation_split})
+  raise ValueError(f"config.data.source={spec!r}: unknown scheme {scheme!r}; use one of "
+                   f"{', '.join(s + ':' for s in SCHEMES)}, {corpus.BUILTIN!r} or a file glob")
+
+
 def resolve(data: ml_collections.ConfigDict) -> DocumentSource:
-  """The source `config.data.source` names; fails early on a missing or empty one."""
-  return BuiltFiles(corpus.resolve(data.source, data.validation_percent))
+  """The source `config.data` names (`mixture` when set, else `source`); fails early on a
+  missing or empty one, or a bad setting."""
+  from train import mixture  # mixes the sources this module resolves
+  if not 0 < data.validation_percent < 100:
+    raise ValueError(f"config.data.validation_percent={data.validation_percent} must be in "
+                     "1..99")
+  if not data.text_field:
+    raise ValueError("config.data.text_field is empty; name the field that holds the text")
+  if data.mixture:
+    return mixture.Mixture.from_config(data, resolve_one)
+  return resolve_one(data.source, data)
 
 
 def sample_texts(documents, max_lines: int) -> list[str]:

@@ -27,7 +27,7 @@ def _prompts(val_docs, tok, num: int, length: int) -> np.ndarray:
     text = val_docs[i]["text"].decode("utf-8")
     ids = tok.encode(text[text.find("\n", len(text) // 2) + 1:])
     if len(ids) >= length - 1:
-      prompts.append([tokenizer.BOS_ID] + list(ids[:length - 1]))
+      prompts.append([tok.bos_id] + list(ids[:length - 1]))
     if len(prompts) == num:
       break
   return np.stack(prompts)
@@ -175,7 +175,8 @@ class LanguageModeling:
         params = multihost_utils.process_allgather(params, tiled=True)
         out = decoding.generate(
             graphdef, params, jnp.asarray(prompts), jnp.full(len(prompts), prompts.shape[1]),
-            jax.random.key(s.seed), max_new_tokens=s.new_tokens, temperature=s.temperature)
+            jax.random.key(s.seed), max_new_tokens=s.new_tokens, temperature=s.temperature,
+            eos_id=data.tokenizer.eos_id, pad_id=data.tokenizer.pad_id)
         samples = [{"prompt": data.tokenizer.decode(p), "continuation": data.tokenizer.decode(o)}
                    for p, o in zip(prompts, np.asarray(out))]
     return {"metrics": {"unigram_bits_per_byte": unigram_bpb},

@@ -63,13 +63,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # corpus is built, anything is compiled or the workdir is touched.
   experiment = Experiment(config)
   source = sources.resolve(config.data)
-  validation.check_workdir_config(workdir, config)
   mesh, task = experiment.mesh, experiment.task
   logging.info("Mesh %s over %d devices, %d hosts.", dict(mesh.shape), mesh.size,
                jax.process_count())
 
   # ---------------------------------------------------------------- data
+  # Bad data (a missing text field, an empty shard, a mismatched tokenizer) fails here,
+  # before the workdir is written.
   data = data_lib.load(config, timer, source)
+  validation.check_workdir_config(workdir, config)
   train_iter = iter(task.dataset(data.documents("train"), data.tokenizer, train=True))
   with timer("eval_data"):
     eval_batches = list(task.dataset(data.documents("validation"), data.tokenizer, train=False))

@@ -2,7 +2,7 @@
 from jax.experimental import multihost_utils
 import numpy as np
 
-from train.tokenizer import EOS_ID, Tokenizer
+from train.tokenizer import Tokenizer
 
 
 def fit(texts, tokenizer: Tokenizer) -> np.ndarray:
@@ -10,7 +10,7 @@ def fit(texts, tokenizer: Tokenizer) -> np.ndarray:
   counts = np.ones(tokenizer.vocab_size, np.float64)
   for text in texts:
     counts += np.bincount(tokenizer.encode(text), minlength=tokenizer.vocab_size)
-    counts[EOS_ID] += 1
+    counts[tokenizer.eos_id] += 1
   return np.log2(counts / counts.sum())
 
 
