@@ -54,6 +54,11 @@ def base_config():
   """Returns the shared defaults; experiment files override fields."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # ---- Fine-tuning: where the parameters start (train/init_from.py) ----
+  # A workdir of ours (its latest checkpoint) or a directory written by
+  # `python -m tools.convert_hf import`: parameters matching by name and shape load from it,
+  # the rest start fresh. "": from scratch. A resumed run never reloads it.
+  c.init_from = ""
   c.objective = "causal_lm"  # causal_lm | prefix_lm | mlm | span_corruption (fit model.family)
   c.noise = ml_collections.ConfigDict()
   c.noise.mlm_rate = 0.15  # share of text tokens selected (BERT)
@@ -137,6 +142,13 @@ def base_config():
   # saved); True skips such steps instead, counting them in the metrics.
   c.train.skip_nonfinite = False
   c.train.inject_nan_at_step = -1  # testing the guard: make this step's gradient NaN
+  # ---- Fine-tuning: which parameters train (train/trainable.py) ----
+  # Comma-separated regexes searched in parameter paths such as
+  # "stack/layers/0/mlp/wi/kernel". Only parameters matching `trainable` train ("": all),
+  # minus those matching `frozen`; frozen ones keep no optimizer state. Each pattern
+  # must match some parameter.
+  c.train.trainable = ""
+  c.train.frozen = ""
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3  # peak, after warmup
