@@ -103,6 +103,15 @@ def base_config():
   c.model.param_dtype = "float32"
   c.model.remat = "none"  # none | full | dots | dots_no_batch (what the backward pass keeps)
   c.model.scan_layers = False  # True: one scanned layer, compile time flat in depth
+  # ---- Fine-tuning: LoRA adapters (model/lora.py) ----
+  # Rank of the low-rank update added beside each targeted kernel (0: no LoRA). The update
+  # is scaled by lora_alpha / lora_rank; lora_dropout drops the adapters' inputs in training.
+  # Targets: comma-separated kernel names among query, key, value, out (attention) and
+  # wi, wi_linear, wo (MLP). Freeze the base with --config.train.trainable=lora.
+  c.model.lora_rank = 0
+  c.model.lora_alpha = 16.0
+  c.model.lora_dropout = 0.0
+  c.model.lora_targets = "query,value"
 
   c.data = ml_collections.ConfigDict()
   # "stdlib": the interpreter's standard-library *.py files, built on this machine.

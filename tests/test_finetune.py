@@ -7,6 +7,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from flax import nnx
+
+from model import lora
 from tests.conftest import tiny_config
 from train import init_from, pretrained, trainer
 from train.experiment import Experiment
@@ -118,3 +121,51 @@ def _saved_params(workdir, step):
   state = ocp.PyTreeCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step),
                                                         "state"))
   return init_from.param_paths(jax.tree.map(np.asarray, state["params"]))
+
+
+def _lora_config(text_dir, data_dir, name="gpt_tiny"):
+  config = tiny_config(text_dir, data_dir, name)
+  config.model.lora_rank, config.model.lora_alpha = 4, 8.0
+  config.model.lora_targets = "query,value,wo"
+  return config
+
+
+def test_lora_adds_exactly_its_adapters_and_merges_into_the_same_logits(text_dir, data_dir):
+  config = _lora_config(text_dir, data_dir)
+  plain = tiny_config(text_dir, data_dir)
+  lora_experiment, plain_experiment = Experiment(config), Experiment(plain)
+  # Per layer (width 32, 2 heads of 16, MLP 64, rank 4): query and value A [32, 4] +
+  # B [4, 2, 16], wo A [64, 4] + B [4, 32]; 2 layers.
+  assert lora_experiment.num_params - plain_experiment.num_params == 2 * (
+      2 * (32 * 4 + 4 * 2 * 16) + (64 * 4 + 4 * 32))
+  params = lora_experiment.create_state().params
+  # B starts at zero (the adapted model is its base); give it values to test the merge.
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: (jax.random.normal(jax.random.key(len(str(path))), x.shape) * 0.05
+                       if init_from.path_key(path).endswith("/b") else x), params)
+  batch = _batch(config)
+  inputs = (batch["inputs"], batch["positions"], batch["segment_ids"])
+  adapted = nnx.merge(lora_experiment.graphdef, params)(*inputs)
+  merged = lora.merged(params, scale=8.0 / 4)
+  assert init_from.param_paths(merged).keys() == init_from.param_paths(
+      plain_experiment.abstract_params).keys()
+  base = nnx.merge(plain_experiment.graphdef, params_without_adapters(params))(*inputs)
+  assert float(np.abs(np.asarray(adapted) - np.asarray(base)).max()) > 1e-2  # adapters matter
+  # fp32 throughout; x W + s (x A) B and x (W + s A B) differ only in rounding (~1e-6 of
+  # logits of size ~1).
+  np.testing.assert_allclose(nnx.merge(plain_experiment.graphdef, merged)(*inputs), adapted,
+                             atol=2e-5, rtol=1e-5)
+
+
+def params_without_adapters(params):
+  return lora.merged(params, scale=0.0)
+
+
+def test_a_lora_target_the_model_lacks_fails_in_one_line(text_dir, data_dir):
+  config = _lora_config(text_dir, data_dir)
+  config.model.lora_targets = "query,wi_linear"
+  with pytest.raises(ValueError, match="lora_targets: 'wi_linear' matches no kernel"):
+    Experiment(config)
+  config.model.lora_targets = "q_proj"
+  with pytest.raises(ValueError, match=r"config.model.lora_targets='q_proj' must name kernels"):
+    Experiment(config)

@@ -18,7 +18,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from model import (FAMILIES, abstract_model, build_model, count_params, model_config,
                    model_graphdef, train_flops_per_row)
-from train import checkpoint, optim, sharding, tasks, trainable, validation
+from model import lora
+from train import checkpoint, init_from, optim, sharding, tasks, trainable, validation
 from train import step as step_lib
 from train.state import TrainState
 
@@ -37,6 +38,7 @@ class Experiment:
     self.task = tasks.make(config)
     self.trainable = trainable.Trainable(config.train.trainable, config.train.frozen)
     self.trainable.check(self.abstract_params)
+    lora.check_targets(self.model_cfg, init_from.param_paths(self.abstract_params))
     self.tx = optim.make_optimizer(config.optim, config.train.num_steps, self.trainable)
     self.lr_schedule = optim.learning_rate_schedule(config.optim, config.train.num_steps)
     self.batch_sharding = sharding.batch_sharding(self.mesh, self.rules)

@@ -18,10 +18,14 @@ import orbax.checkpoint as ocp
 from train import checkpoint
 
 
+def path_key(key_path) -> str:
+  """A parameter's name from its jax key path: "stack/layers/0/mlp/wi/kernel"."""
+  return jax.tree_util.keystr(key_path, simple=True, separator="/")
+
+
 def param_paths(tree) -> dict:
-  """{"stack/layers/0/mlp/wi/kernel": leaf} of a nested params dict."""
-  return {jax.tree_util.keystr(path, simple=True, separator="/"): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  """{path_key: leaf} of a nested params dict."""
+  return {path_key(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def latest_state(workdir: str) -> str | None:
@@ -78,7 +82,7 @@ class InitFrom:
     wanted = set(self.loaded)
     target = jax.tree_util.tree_map_with_path(
         lambda path, p, s: (jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=s)
-                            if jax.tree_util.keystr(path, simple=True, separator="/") in wanted
+                            if path_key(path) in wanted
                             else None), params, shardings)
     target = _prune(target)
     for key in reversed(self.under):
@@ -91,7 +95,7 @@ class InitFrom:
       restored = restored[key]
     restored = param_paths(restored)
     return jax.tree_util.tree_map_with_path(
-        lambda path, p: restored.get(jax.tree_util.keystr(path, simple=True, separator="/"), p),
+        lambda path, p: restored.get(path_key(path), p),
         params)
 
   def log(self) -> None:

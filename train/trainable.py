@@ -10,6 +10,8 @@ import re
 import jax
 import optax
 
+from train import init_from
+
 TRAIN, FROZEN = "train", "frozen"
 
 
@@ -22,10 +24,6 @@ def patterns(field: str, value: str) -> tuple:
     except re.error as e:
       raise ValueError(f"config.{field}: {text!r} is not a regex ({e})") from None
   return tuple(compiled)
-
-
-def path_of(key_path) -> str:
-  return jax.tree_util.keystr(key_path, simple=True, separator="/")
 
 
 class Trainable:
@@ -46,18 +44,18 @@ class Trainable:
   def labels(self, params):
     """TRAIN or FROZEN at each leaf of `params` (for optax.multi_transform)."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: TRAIN if self.trains(path_of(path)) else FROZEN, params)
+        lambda path, _: TRAIN if self.trains(init_from.path_key(path)) else FROZEN, params)
 
   def masked(self, tree):
     """`tree` (shaped like the params) with optax's MaskedNode at the frozen leaves: the
     shape of the params inside the optimizer's state."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: x if self.trains(path_of(path)) else optax.MaskedNode(), tree)
+        lambda path, x: x if self.trains(init_from.path_key(path)) else optax.MaskedNode(), tree)
 
   def check(self, params) -> None:
     """Raises a one-line ValueError for a pattern that matches no parameter, or a split
     that leaves nothing to train."""
-    paths = [path_of(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    paths = [init_from.path_key(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     for field, compiled in (("trainable", self.trainable), ("frozen", self.frozen)):
       for pattern in compiled:
         if not any(pattern.search(p) for p in paths):
