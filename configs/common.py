@@ -103,6 +103,9 @@ def base_config():
   c.model.param_dtype = "float32"
   c.model.remat = "none"  # none | full | dots | dots_no_batch (what the backward pass keeps)
   c.model.scan_layers = False  # True: one scanned layer, compile time flat in depth
+  # ---- Fine-tuning: a classification head (train/classification.py) ----
+  # Classes of the head over pooled states (0: none); must equal the task's class count.
+  c.model.num_classes = 0
   # ---- Fine-tuning: LoRA adapters (model/lora.py) ----
   # Rank of the low-rank update added beside each targeted kernel (0: no LoRA). The update
   # is scaled by lora_alpha / lora_rank; lora_dropout drops the adapters' inputs in training.
@@ -176,6 +179,19 @@ def base_config():
 
   c.sharding = ml_collections.ConfigDict()
   c.sharding.rules = DEFAULT_RULES
+
+  # ---- Fine-tuning: the task the run trains (train/tasks.py) ----
+  c.task = ml_collections.ConfigDict()
+  # language_modeling: config.objective on config.data (pretraining). classification:
+  # labelled examples of task.data through a head of model.num_classes classes.
+  c.task.name = "language_modeling"
+  # classification: a built-in task (train/task_data.py: stdlib_package, stdlib_same_module)
+  # or a path with {split} in it (train, validation) to .jsonl / .tsv files.
+  c.task.data = ""
+  c.task.classes = ""  # comma-separated class names of the files' labels
+  # Which states the head reads: "family" (its own: encoder first token, decoder last),
+  # first, last, or mean (of the row's tokens).
+  c.task.pooling = "family"
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num_prompts = 3

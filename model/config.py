@@ -50,6 +50,7 @@ class ModelConfig:
   param_dtype: str = "float32"
   remat: str = "none"
   scan_layers: bool = False
+  num_classes: int = 0
   lora_rank: int = 0
   lora_alpha: float = 16.0
   lora_dropout: float = 0.0
@@ -78,7 +79,8 @@ def check(cfg: ModelConfig, families) -> None:
                 "max_length"):
     if getattr(cfg, field) < 1:
       fail(field, "must be a positive integer")
-  for field in ("num_kv_heads", "num_decoder_layers", "num_token_types", "causal_block"):
+  for field in ("num_kv_heads", "num_decoder_layers", "num_token_types", "causal_block",
+                "num_classes"):
     if getattr(cfg, field) < 0:
       fail(field, "must be >= 0")
   if not 0.0 <= cfg.dropout_rate < 1.0:

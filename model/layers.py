@@ -192,6 +192,25 @@ class Mlp(nnx.Module):
     return self.wo(h, rngs)
 
 
+class ClassifierHead(nnx.Module):
+  """Pooled states to class logits in float32 (fine-tuning's new head): [B, D] -> [B, C]."""
+
+  def __init__(self, dim: int, num_classes: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+    self.dense = Dense(dim, num_classes, ("embed", None), use_bias=True, dtype=dtype,
+                       param_dtype=param_dtype, rngs=rngs)
+
+  def __call__(self, pooled: jax.Array) -> jax.Array:
+    # [B, D] -> [B, C]
+    return self.dense(pooled).astype(jnp.float32)
+
+
+def maybe_classifier(cfg, rngs: nnx.Rngs, **dtypes_kw) -> ClassifierHead | None:
+  """The classification head a config with model.num_classes > 0 asks for."""
+  if not cfg.num_classes:
+    return None
+  return ClassifierHead(cfg.embed_dim, cfg.num_classes, rngs=rngs, **dtypes_kw)
+
+
 class OutputHead(nnx.Module):
   """Hidden states to vocabulary logits in float32: the tied embedding or a kernel [D, V]."""
 

@@ -24,6 +24,8 @@ class Tokenizer:
     self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
     self.vocab_size = vocab_size
     self.sp_size = self.sp.get_piece_size()
+    # The special ids, for code that should not assume their values.
+    self.pad_id, self.eos_id, self.bos_id, self.mask_id = PAD_ID, EOS_ID, BOS_ID, MASK_ID
     if self.sp_size + NUM_SENTINELS != vocab_size:
       raise ValueError(f"tokenizer has {self.sp_size} pieces + {NUM_SENTINELS} sentinels, "
                        f"not vocab_size={vocab_size}")
