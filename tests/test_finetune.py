@@ -6,12 +6,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from sklearn import metrics
 
 from flax import nnx
 
 from model import lora
 from tests.conftest import tiny_config
-from train import init_from, pretrained, trainer
+from train import evaluation, init_from, pretrained, trainer
 from train.experiment import Experiment
 from train.init_from import InitFrom
 
@@ -169,3 +170,83 @@ def test_a_lora_target_the_model_lacks_fails_in_one_line(text_dir, data_dir):
   config.model.lora_targets = "q_proj"
   with pytest.raises(ValueError, match=r"config.model.lora_targets='q_proj' must name kernels"):
     Experiment(config)
+
+
+def _classifier_config(text_dir, data_dir, name="gpt_tiny", data="stdlib_package", classes=6):
+  config = tiny_config(text_dir, data_dir, name)
+  config.task.name, config.task.data, config.model.num_classes = "classification", data, classes
+  config.sample.num_prompts = 0
+  return config
+
+
+def test_classification_metrics_from_the_step_equal_scikit_learn(built, text_dir, data_dir):
+  config = _classifier_config(text_dir, data_dir)
+  config.train.batch_size = 16
+  experiment = Experiment(config)
+  task, (_, _, tok) = experiment.task, built
+  params = experiment.create_state().params
+  batches = task.dataset(None, tok, train=False)[:6]
+  sums = evaluation.evaluate(experiment.jit_eval_step(), params, batches,
+                             experiment.batch_sharding, task.SUMS)
+  model = nnx.merge(experiment.graphdef, params)
+  labels, predicted = [], []
+  for batch in batches:
+    # [B, T, D]; a decoder classifies from each row's last real token
+    hidden = np.asarray(model.hidden(batch["inputs"], batch["positions"], batch["segment_ids"]))
+    last = (batch["segment_ids"] > 0).sum(1) - 1
+    logits = np.asarray(model.classifier(hidden[np.arange(len(last)), last]))
+    real = batch["weight"][:, 0] > 0
+    labels += list(batch["label"][real, 0])
+    predicted += list(logits[real].argmax(-1))
+  result = task.summarize(sums)
+  assert sums["examples"] == len(labels) == 96
+  assert result["accuracy"] == pytest.approx(metrics.accuracy_score(labels, predicted))
+  assert result["macro_f1"] == pytest.approx(metrics.f1_score(
+      labels, predicted, average="macro", labels=range(6), zero_division=0))
+
+
+def test_pairs_mark_the_second_text_and_an_encoder_decoder_reads_them_in_its_encoder(
+    built, text_dir, data_dir):
+  _, _, tok = built
+  example = {"text": "def f(x): return x", "text_b": "def g(y): return y", "label": 1}
+  bert = _classifier_config(text_dir, data_dir, "bert_tiny", "stdlib_same_module", 2)
+  bert.model.num_token_types = 2
+  row = Experiment(bert).task.encode(example, tok)
+  a, b = len(tok.encode(example["text"])), len(tok.encode(example["text_b"]))
+  assert row["inputs"][0] == tok.bos_id and row["inputs"][a + 1] == tok.eos_id
+  assert list(row["token_types"][:a + b + 2]) == [0] * (a + 2) + [1] * b
+  assert row["segment_ids"].sum() == a + b + 2 and row["token_types"][a + b + 2:].sum() == 0
+  t5 = Experiment(_classifier_config(text_dir, data_dir, "t5_tiny", "stdlib_same_module", 2))
+  row = t5.task.encode(example, tok)
+  assert row["encoder_segment_ids"].sum() == a + b + 2 and "token_types" not in row
+  assert list(row["inputs"]) == [tok.pad_id] and row["label"][0] == 1
+
+
+def _write(path, text):
+  path.write_text(text, encoding="utf-8")
+  return str(path).replace("train", "{split}")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c, d: setattr(c.task, "data", _write(d / "train.jsonl", '{"text": "a", "label": '
+                                                 '"maybe"}\n')),
+     r"example 1 has label 'maybe', not one of config.task.classes='no,yes'"),
+    (lambda c, d: setattr(c.task, "data", _write(d / "train.tsv", "")),
+     r"train.tsv holds no examples"),
+    (lambda c, d: setattr(c.task, "data", str(d / "none_{split}.jsonl")),
+     r"none_train.jsonl does not exist"),
+    (lambda c, d: setattr(c.model, "num_classes", 3),
+     r"config.model.num_classes=3 must be 2"),
+    (lambda c, d: setattr(c.task, "name", "translation"),
+     r"config.task.name='translation' is not one of"),
+    (lambda c, d: c.model.update(family="lstm", num_heads=1),
+     r"does not fit config.model.family='lstm'")])
+def test_bad_task_inputs_fail_in_one_line(text_dir, data_dir, tmp_path, edit, message):
+  config = _classifier_config(text_dir, data_dir, data=_write(
+      tmp_path / "train.jsonl", '{"text": "a", "label": "yes"}\n'), classes=2)
+  (tmp_path / "validation.jsonl").write_text('{"text": "b", "label": "no"}\n')
+  config.task.classes = "no,yes"
+  edit(config, tmp_path)
+  with pytest.raises(ValueError, match=message) as error:
+    Experiment(config)
+  assert "\n" not in str(error.value)

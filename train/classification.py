@@ -44,16 +44,14 @@ class Classification:
                        f"{t.data!r} ({', '.join(self.classes)})")
     per_class = [f"{kind}_{i}" for i in range(len(self.classes)) for kind in ("tp", "fp", "fn")]
     self.SUMS = ("nll", "examples", "correct", *per_class)
-    self._examples = None
+    # Read now, so a missing or empty file or a stray label fails before anything runs.
+    self._examples = task_data.load(t.data, self.classes)
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "Classification":
     return cls(config)
 
   def examples(self, split: str) -> list[dict]:
-    """The split's examples, read once (files are checked on first read)."""
-    if self._examples is None:
-      self._examples = task_data.load(self.config.task.data, self.classes)
     return self._examples[split]
 
   # ---------------------------------------------------------------- shapes and cost
