@@ -50,6 +50,33 @@ def tiny_training(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+def finetuning(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """Fine-tunes a `*_tiny` config on the built-in classification task (train/task_data.py):
+  which top-level package a standard-library function comes from. Start from a pretrained
+  run with --config.init_from=WORKDIR (else from scratch); arg "lora" trains LoRA adapters
+  and the head only. Minutes on a 2-core CPU."""
+  if arg not in (None, "", "lora"):
+    raise ValueError(f"config argument {arg!r} is not 'lora' (or none: every parameter trains)")
+  c.task.name, c.task.data = "classification", "stdlib_package"
+  c.model.num_classes = 6
+  c.data.seq_len = 64  # the first 64 tokens of each function
+  c.train.batch_size = 16
+  c.train.num_steps = 100
+  c.train.log_every = 25
+  c.train.eval_every = 50
+  c.train.eval_batches = -1
+  c.train.checkpoint_every = 50
+  c.optim.learning_rate = 1e-3
+  c.optim.warmup_steps = 15
+  c.sample.num_prompts = 0
+  if arg == "lora":
+    c.model.lora_rank, c.model.lora_alpha = 8, 16.0
+    c.model.lora_targets = "query,value,wi,wo"
+    c.train.trainable = "lora/,classifier/"
+    c.optim.learning_rate = 3e-3  # adapters start at zero and are few: larger steps
+  return c
+
+
 def base_config():
   """Returns the shared defaults; experiment files override fields."""
   c = ml_collections.ConfigDict()

@@ -77,12 +77,23 @@ def test_init_from_a_converted_directory_loads_matching_names(text_dir, data_dir
   experiment = Experiment(config)
   plan = InitFrom.check(str(tmp_path / "converted"), experiment.abstract_params)
   assert plan.new == ("token_types/table",) and plan.left_out == ()
-  fresh = experiment.create_state(seed=0).params
+  fresh = fresh_tree = experiment.create_state(seed=0).params
   loaded = init_from.param_paths(plan.restore(fresh, experiment.state_shardings.params))
   saved, fresh = init_from.param_paths(saved), init_from.param_paths(fresh)
   for name, value in loaded.items():
     np.testing.assert_array_equal(value, saved.get(name, fresh[name]), err_msg=name)
     assert value.sharding == init_from.param_paths(experiment.state_shardings.params)[name]
+
+  # A workdir's checkpoint as the trainer lays it out (checkpoints/<step>/state).
+  saver = ocp.StandardCheckpointer()
+  saver.save(str(tmp_path / "run" / "checkpoints" / "2" / "state"),
+             Experiment(source).create_state(seed=7))
+  saver.wait_until_finished()
+  plan = InitFrom.check(str(tmp_path / "run"), experiment.abstract_params)
+  assert plan.under == ("params",) and plan.new == ("token_types/table",)
+  loaded = init_from.param_paths(plan.restore(fresh_tree, experiment.state_shardings.params))
+  for name, value in saved.items():
+    np.testing.assert_array_equal(loaded[name], value, err_msg=name)
 
   config.model.num_token_types, config.model.mlp_dim = 0, 48
   with pytest.raises(ValueError, match=r"parameter stack/layers/0/mlp/wi/bias has shape \(64,\) "
@@ -92,30 +103,6 @@ def test_init_from_a_converted_directory_loads_matching_names(text_dir, data_dir
     InitFrom.check("/nowhere", experiment.abstract_params)
   with pytest.raises(ValueError, match="holds neither params/"):
     InitFrom.check(str(tmp_path), experiment.abstract_params)
-
-
-@pytest.mark.slow
-def test_fine_tuning_starts_from_a_workdir_and_resumes_without_it(text_dir, data_dir,
-                                                                  tmp_path):
-  config = tiny_config(text_dir, data_dir)
-  config.sample.num_prompts = 0
-  base = str(tmp_path / "base")
-  # A workdir's checkpoint as the trainer lays it out (checkpoints/<step>/state).
-  saver = ocp.StandardCheckpointer()
-  saver.save(os.path.join(base, "checkpoints", "2", "state"),
-             Experiment(config).create_state(seed=5))
-  saver.wait_until_finished()
-  config.init_from = base
-  config.train.num_steps, config.train.frozen = 4, "stack/layers/0/"
-  tuned = str(tmp_path / "tuned")
-  trainer.train(config, tuned)
-  base_params, tuned_params = _saved_params(base, 2), _saved_params(tuned, 4)
-  changed = {k for k, v in tuned_params.items() if not np.array_equal(v, base_params[k])}
-  assert changed and not any(k.startswith("stack/layers/0/") for k in changed)
-  # Resuming reads the run's own checkpoint and never init_from (gone by now).
-  shutil.rmtree(base)
-  shutil.rmtree(os.path.join(tuned, "checkpoints", "4"))
-  assert trainer.train(config, tuned)["step"] == 4
 
 
 def _saved_params(workdir, step):
@@ -250,3 +237,77 @@ def test_bad_task_inputs_fail_in_one_line(text_dir, data_dir, tmp_path, edit, me
   with pytest.raises(ValueError, match=message) as error:
     Experiment(config)
   assert "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_a_model_converted_from_huggingface_fine_tunes_end_to_end(built, text_dir, data_dir,
+                                                                  tmp_path):
+  """Random HF BERT weights of the test tokenizer's vocabulary (our SentencePiece model:
+  HF tokenizer files are not read here), imported, then fine-tuned on sentence pairs
+  with their segment embeddings."""
+  transformers = pytest.importorskip("transformers")
+  from tools import convert_hf
+  hf_dir, ours = str(tmp_path / "hf"), str(tmp_path / "ours")
+  transformers.BertForMaskedLM(transformers.BertConfig(
+      vocab_size=built[2].vocab_size, hidden_size=32, num_hidden_layers=1,
+      num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)).save_pretrained(
+          hf_dir, safe_serialization=True)
+  convert_hf.import_hf(hf_dir, ours)
+  config = pretrained.load_config(ours)
+  base = _classifier_config(text_dir, data_dir, "bert_tiny", "stdlib_same_module", 2)
+  for section in ("data", "train", "optim", "task", "sample"):
+    config[section] = base[section]
+  config.model.num_classes, config.init_from = 2, ours
+  config.train.num_steps, config.train.eval_batches, config.train.frozen = 4, 2, "embed/"
+  tuned = str(tmp_path / "tuned")
+  assert trainer.train(config, tuned)["step"] == 4
+  converted, params = _params_of(ours), _saved_params(tuned, 4)
+  assert set(params) - set(converted) == {"classifier/dense/bias", "classifier/dense/kernel"}
+  np.testing.assert_array_equal(params["embed/table"], converted["embed/table"])  # frozen
+  assert not np.array_equal(params["token_types/table"], converted["token_types/table"])
+  # Resuming reads the run's own checkpoint and never init_from (gone by now).
+  shutil.rmtree(ours)
+  shutil.rmtree(os.path.join(tuned, "checkpoints", "4"))
+  assert trainer.train(config, tuned)["step"] == 4
+
+
+def _params_of(directory):
+  return init_from.param_paths(jax.tree.map(np.asarray, pretrained.load_params(directory)[1]))
+
+
+def test_lora_exported_to_peft_gives_our_logits_in_transformers(text_dir, data_dir, tmp_path):
+  peft = pytest.importorskip("peft")
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  from tools import convert_hf, export_lora
+  config = _lora_config(text_dir, data_dir, "bert_tiny")
+  # What HF's BERT is: post-norm, segment embeddings, erf GELU; heads x head_dim = width.
+  config.model.update(norm_position="post", num_token_types=2, lora_targets="query,value,wo")
+  experiment = Experiment(config)
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: (jax.random.normal(jax.random.key(len(str(path))), x.shape) * 0.05
+                       if init_from.path_key(path).endswith("/b") else x),
+      experiment.create_state().params)
+  base_config = tiny_config(text_dir, data_dir, "bert_tiny")
+  base_config.model.update(norm_position="post", num_token_types=2)
+  pretrained.save_params(str(tmp_path / "base"), base_config, params_without_adapters(params))
+  convert_hf.export_hf(str(tmp_path / "base"), str(tmp_path / "hf"))
+  export_lora.write_peft(str(tmp_path / "peft"), experiment.model_cfg, params)
+  hf_model = transformers.BertForMaskedLM.from_pretrained(str(tmp_path / "hf")).eval()
+  adapted_hf = peft.PeftModel.from_pretrained(hf_model, str(tmp_path / "peft")).eval()
+  ids = np.random.default_rng(0).integers(5, 600, (2, 12)).astype(np.int32)
+  with torch.no_grad():
+    theirs = adapted_hf(input_ids=torch.tensor(ids).long()).logits.numpy()
+  rows = np.ones_like(ids)
+  ours = np.asarray(nnx.merge(experiment.graphdef, params)(
+      ids, np.broadcast_to(np.arange(12, dtype=np.int32), ids.shape), rows))
+  assert float(np.abs(ours - base_logits(base_config, params, ids)).max()) > 1e-2
+  # fp32 on both sides, different summation orders (torch vs XLA): ~1e-5 on logits of ~1.
+  np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=1e-4)
+
+
+def base_logits(config, params, ids):
+  experiment = Experiment(config)
+  return np.asarray(nnx.merge(experiment.graphdef, params_without_adapters(params))(
+      ids, np.broadcast_to(np.arange(ids.shape[1], dtype=np.int32), ids.shape),
+      np.ones_like(ids)))
