@@ -10,7 +10,7 @@ from sklearn import metrics
 
 from flax import nnx
 
-from model import lora
+from model import abstract_model, lora
 from tests.conftest import tiny_config
 from train import evaluation, init_from, pretrained, trainer
 from train.experiment import Experiment
@@ -126,6 +126,16 @@ def test_lora_adds_exactly_its_adapters_and_merges_into_the_same_logits(text_dir
   # B [4, 2, 16], wo A [64, 4] + B [4, 32]; 2 layers.
   assert lora_experiment.num_params - plain_experiment.num_params == 2 * (
       2 * (32 * 4 + 4 * 2 * 16) + (64 * 4 + 4 * 32))
+  # The adapters carry their kernel's logical axes on the dimensions they share with it.
+  specs = {k: tuple(v) for k, v in init_from.param_paths(nnx.to_pure_dict(
+      nnx.get_partition_spec(nnx.state(abstract_model(lora_experiment.model_cfg),
+                                       nnx.Param)))).items()}
+  layer = "stack/layers/0/"
+  assert specs[layer + "self_attn/query_lora/a"] == ("embed", None)
+  assert specs[layer + "self_attn/query_lora/b"] == (None, "heads", "head_dim")
+  assert specs[layer + "mlp/wo/lora/a"] == ("mlp", None)
+  assert specs[layer + "mlp/wo/lora/b"] == (None, "embed")
+  assert specs[layer + "self_attn/query"] == ("embed", "heads", "head_dim")
   params = lora_experiment.create_state().params
   # B starts at zero (the adapted model is its base); give it values to test the merge.
   params = jax.tree_util.tree_map_with_path(
