@@ -212,10 +212,15 @@ def base_config():
   # language_modeling: config.objective on config.data (pretraining). classification:
   # labelled examples of task.data through a head of model.num_classes classes.
   c.task.name = "language_modeling"
-  # classification: a built-in task (train/task_data.py: stdlib_package, stdlib_same_module)
-  # or a path with {split} in it (train, validation) to .jsonl / .tsv files.
+  # classification: a built-in task (train/task_data.py: stdlib_package, stdlib_same_module),
+  # a path with {split} in it (train, validation) to .jsonl / .tsv files, or tfds:NAME
+  # (glue/sst2, super_glue/boolq: prepared as ArrayRecord on this machine; never downloaded).
   c.task.data = ""
   c.task.classes = ""  # comma-separated class names of the files' labels
+  # tfds:NAME data: where it is prepared ("": TFDS's default) and its text feature(s), one or
+  # two comma-separated (sentence; sentence1,sentence2; question,passage).
+  c.task.tfds_data_dir = ""
+  c.task.tfds_text = "sentence"
   # Which states the head reads: "family" (its own: encoder first token, decoder last),
   # first, last, or mean (of the row's tokens).
   c.task.pooling = "family"

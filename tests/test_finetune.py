@@ -321,3 +321,37 @@ def base_logits(config, params, ids):
   return np.asarray(nnx.merge(experiment.graphdef, params_without_adapters(params))(
       ids, np.broadcast_to(np.arange(ids.shape[1], dtype=np.int32), ids.shape),
       np.ones_like(ids)))
+
+
+def test_a_prepared_tfds_pair_task_is_read_without_downloading(text_dir, data_dir, tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+
+  class TinyPairs(tfds.core.GeneratorBasedBuilder):
+    """Two labelled sentence pairs a split, as GLUE's MRPC lays them out."""
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "sentence1": tfds.features.Text(), "sentence2": tfds.features.Text(),
+          "label": tfds.features.ClassLabel(names=["not_equivalent", "equivalent"])}))
+
+    def _split_generators(self, dl_manager):
+      return {split: self._generate_examples(split) for split in ("train", "validation")}
+
+    def _generate_examples(self, split):
+      for i in range(2):
+        yield i, {"sentence1": f"{split} a{i}", "sentence2": f"b{i}", "label": i}
+
+  TinyPairs(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+  config = _classifier_config(text_dir, data_dir, data="tfds:tiny_pairs", classes=2)
+  config.task.tfds_data_dir, config.task.tfds_text = str(tmp_path), "sentence1,sentence2"
+  task = Experiment(config).task
+  assert task.classes == ("not_equivalent", "equivalent")
+  assert sorted((e["text"], e["text_b"], e["label"]) for e in task.examples("validation")) == [
+      ("validation a0", "b0", 0), ("validation a1", "b1", 1)]
+  config.task.tfds_text = "sentence1,question"
+  with pytest.raises(ValueError, match="tfds_text: 'question' is not a feature of 'tiny_pairs'"):
+    Experiment(config)
+  config.task.data = "tfds:glue/sst2"
+  with pytest.raises(ValueError, match="'glue/sst2' is not prepared in .* never downloads"):
+    Experiment(config)

@@ -37,7 +37,7 @@ class Classification:
     self.pooling = family.CLASSIFY_POOLING if t.pooling == "family" else t.pooling
     self.reads_source = "encoder_inputs" in family.INPUTS  # the text goes to an encoder
     self.token_types = "token_types" in family.OPTIONAL_INPUTS and config.model.num_token_types
-    self.classes = task_data.class_names(t.data, t.classes)
+    self.classes = task_data.class_names(t.data, t.classes, t.tfds_data_dir, t.tfds_text)
     if config.model.num_classes != len(self.classes):
       raise ValueError(f"config.model.num_classes={config.model.num_classes} must be "
                        f"{len(self.classes)}, the number of classes of config.task.data="
@@ -45,7 +45,7 @@ class Classification:
     per_class = [f"{kind}_{i}" for i in range(len(self.classes)) for kind in ("tp", "fp", "fn")]
     self.SUMS = ("nll", "examples", "correct", *per_class)
     # Read now, so a missing or empty file or a stray label fails before anything runs.
-    self._examples = task_data.load(t.data, self.classes)
+    self._examples = task_data.load(t.data, self.classes, t.tfds_data_dir, t.tfds_text)
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "Classification":

@@ -98,11 +98,16 @@ class PreparedTfds:
                        f"{self.name!r} is a {type(features[self.text_key]).__name__}, not Text")
     self._builder = builder
 
-  def split(self, name: str) -> TextField:
+  @property
+  def builder(self):
+    """The prepared read-only builder (its info and its splits as data sources)."""
     if self._builder is None:
       self.prepare()
+    return self._builder
+
+  def split(self, name: str) -> TextField:
     try:
-      return TextField(self._builder.as_data_source(split=name), self.text_key)
+      return TextField(self.builder.as_data_source(split=name), self.text_key)
     except ValueError as e:  # an unknown split, or a bad slice
       raise ValueError(f"--tfds={self.name}:{name!r}: {e}") from None
 

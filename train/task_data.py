@@ -5,7 +5,11 @@
     and demos download nothing: `stdlib_package` (which top-level package a function
     comes from) and `stdlib_same_module` (whether two functions come from the same module);
   - local files, `PATH` with `{split}` in it (train, validation): JSONL with "text"
-    (and "text_b" for pairs) and "label", or TSV with a header naming those columns.
+    (and "text_b" for pairs) and "label", or TSV with a header naming those columns;
+  - `tfds:NAME` (glue/sst2, super_glue/boolq, ...): a TFDS dataset already prepared as
+    ArrayRecord (read-only, never downloaded: train/sources.PreparedTfds), its train and
+    validation splits, the text features config.task.tfds_text names and its ClassLabel
+    feature "label" (whose names are the classes).
 Every example is {"text": str, "text_b": str (pairs only), "label": int}; labels are
 indices into the task's class names (config.task.classes for files).
 """
@@ -17,6 +21,10 @@ import json
 import os
 import sysconfig
 import textwrap
+
+import tensorflow_datasets as tfds
+
+from train import sources
 
 SPLITS = ("train", "validation")
 # Packages of the built-in classification task: large enough to learn from, different in
@@ -125,10 +133,48 @@ def _from_file(path: str, classes: tuple) -> list[dict]:
   return examples
 
 
-def class_names(data: str, classes: str) -> tuple:
-  """The task's class names: a built-in task's own, else config.task.classes."""
+class _Tfds:
+  """A prepared TFDS classification dataset: texts from `text_features`, labels "label"."""
+
+  def __init__(self, data: str, data_dir: str, text_features: str):
+    self.features = tuple(f.strip() for f in text_features.split(",") if f.strip())
+    if not 1 <= len(self.features) <= 2:
+      raise ValueError(f"config.task.tfds_text={text_features!r} must name one text feature, "
+                       "or two for pairs (e.g. sentence1,sentence2)")
+    self.source = sources.PreparedTfds(data[len("tfds:"):], data_dir or None, self.features[0])
+    info = self.source.builder.info.features
+    for name in self.features[1:]:
+      if name not in info.keys():
+        raise ValueError(f"config.task.tfds_text: {name!r} is not a feature of "
+                         f"{self.source.name!r}; it has {sorted(info.keys())}")
+    if "label" not in info.keys() or not isinstance(info["label"], tfds.features.ClassLabel):
+      raise ValueError(f"config.task.data={data!r} has no ClassLabel feature 'label'")
+    self.classes = tuple(info["label"].names)
+
+  def examples(self, split: str) -> list[dict]:
+    rows = self.source.builder.as_data_source(split=split)
+    decode = lambda v: v.decode("utf-8") if isinstance(v, bytes) else str(v)
+    examples = []
+    for i in range(len(rows)):
+      row = rows[i]
+      example = {"text": decode(row[self.features[0]]), "label": int(row["label"])}
+      if len(self.features) == 2:
+        example["text_b"] = decode(row[self.features[1]])
+      if not 0 <= example["label"] < len(self.classes):  # GLUE's unlabelled test rows: -1
+        raise ValueError(f"config.task.data: {self.source.name} {split} row {i} has label "
+                         f"{example['label']}, outside its {len(self.classes)} classes")
+      examples.append(example)
+    if not examples:
+      raise ValueError(f"config.task.data: {self.source.name} has an empty {split} split")
+    return examples
+
+
+def class_names(data: str, classes: str, tfds_dir: str = "", tfds_text: str = "") -> tuple:
+  """The task's class names: a built-in or TFDS task's own, else config.task.classes."""
   if data in BUILTIN:
     return BUILTIN[data][0]
+  if data.startswith("tfds:"):
+    return _Tfds(data, tfds_dir, tfds_text).classes
   names = tuple(c.strip() for c in classes.split(",") if c.strip())
   if len(names) < 2:
     raise ValueError(f"config.task.classes={classes!r} must name at least two classes, "
@@ -136,11 +182,14 @@ def class_names(data: str, classes: str) -> tuple:
   return names
 
 
-def load(data: str, classes: tuple) -> dict:
+def load(data: str, classes: tuple, tfds_dir: str = "", tfds_text: str = "") -> dict:
   """{split: examples} of config.task.data; one-line ValueErrors for missing or empty files
   and labels outside `classes`."""
   if data in BUILTIN:
     return {split: BUILTIN[data][1](split) for split in SPLITS}
+  if data.startswith("tfds:"):
+    dataset = _Tfds(data, tfds_dir, tfds_text)
+    return {split: dataset.examples(split) for split in SPLITS}
   if "{split}" not in data:
     raise ValueError(f"config.task.data={data!r} is neither a built-in task "
                      f"({', '.join(BUILTIN)}) nor a path with {{split}} in it "
