@@ -29,7 +29,9 @@ setuptools.setup(
     extras_require={
         # jax[tpu] brings libtpu (a 213 MB wheel) so tests compile for TPU slices on a CPU.
         "dev": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "torch==2.13.0", "transformers>=5.23,<6",
-                "safetensors>=0.8,<0.9", "jax[tpu]>=0.10.2,<0.11"],
+                "safetensors>=0.8,<0.9", "jax[tpu]>=0.10.2,<0.11",
+                # tests/test_finetune.py loads exported LoRA adapters with HF PEFT.
+                "peft>=0.21,<0.22", "scikit-learn>=1.5,<2"],
         # tools/convert_hf.py needs only safetensors; torch and transformers build its tests'
         # reference models. On Linux, PyPI's torch brings CUDA libraries; for the CPU build add
         # --extra-index-url https://download.pytorch.org/whl/cpu.

@@ -50,10 +50,42 @@ def tiny_training(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+def finetuning(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """Fine-tunes a `*_tiny` config on the built-in classification task (train/task_data.py):
+  which top-level package a standard-library function comes from. Start from a pretrained
+  run with --config.init_from=WORKDIR (else from scratch); arg "lora" trains LoRA adapters
+  and the head only. Minutes on a 2-core CPU."""
+  if arg not in (None, "", "lora"):
+    raise ValueError(f"config argument {arg!r} is not 'lora' (or none: every parameter trains)")
+  c.task.name, c.task.data = "classification", "stdlib_package"
+  c.model.num_classes = 6
+  c.data.seq_len = 64  # the first 64 tokens of each function
+  c.train.batch_size = 16
+  c.train.num_steps = 100
+  c.train.log_every = 25
+  c.train.eval_every = 100  # the first and the last step: evaluation reads all 600 examples
+  c.train.eval_batches = -1
+  c.train.checkpoint_every = 50
+  c.optim.learning_rate = 1e-3
+  c.optim.warmup_steps = 15
+  c.sample.num_prompts = 0
+  if arg == "lora":
+    c.model.lora_rank, c.model.lora_alpha = 8, 16.0
+    c.model.lora_targets = "query,value,wi,wo"
+    c.train.trainable = "lora/,classifier/"
+    c.optim.learning_rate = 3e-3  # adapters start at zero and are few: larger steps
+  return c
+
+
 def base_config():
   """Returns the shared defaults; experiment files override fields."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # ---- Fine-tuning: where the parameters start (train/init_from.py) ----
+  # A workdir of ours (its latest checkpoint) or a directory written by
+  # `python -m tools.convert_hf import`: parameters matching by name and shape load from it,
+  # the rest start fresh. "": from scratch. A resumed run never reloads it.
+  c.init_from = ""
   c.objective = "causal_lm"  # causal_lm | prefix_lm | mlm | span_corruption (fit model.family)
   # How a decoder reads the part of a row it is given (a prefix LM's prefix, span corruption's
   # inputs): "bidirectional" (the T5 paper's prefix LM) or "causal" (its decoder-only LM).
@@ -101,6 +133,18 @@ def base_config():
   c.model.param_dtype = "float32"
   c.model.remat = "none"  # none | full | dots | dots_no_batch (what the backward pass keeps)
   c.model.scan_layers = False  # True: one scanned layer, compile time flat in depth
+  # ---- Fine-tuning: a classification head (train/classification.py) ----
+  # Classes of the head over pooled states (0: none); must equal the task's class count.
+  c.model.num_classes = 0
+  # ---- Fine-tuning: LoRA adapters (model/lora.py) ----
+  # Rank of the low-rank update added beside each targeted kernel (0: no LoRA). The update
+  # is scaled by lora_alpha / lora_rank; lora_dropout drops the adapters' inputs in training.
+  # Targets: comma-separated kernel names among query, key, value, out (attention) and
+  # wi, wi_linear, wo (MLP). Freeze the base with --config.train.trainable=lora.
+  c.model.lora_rank = 0
+  c.model.lora_alpha = 16.0
+  c.model.lora_dropout = 0.0
+  c.model.lora_targets = "query,value"
 
   c.data = ml_collections.ConfigDict()
   # "stdlib": the interpreter's standard-library *.py files, built on this machine.
@@ -156,6 +200,13 @@ def base_config():
   # saved); True skips such steps instead, counting them in the metrics.
   c.train.skip_nonfinite = False
   c.train.inject_nan_at_step = -1  # testing the guard: make this step's gradient NaN
+  # ---- Fine-tuning: which parameters train (train/trainable.py) ----
+  # Comma-separated regexes searched in parameter paths such as
+  # "stack/layers/0/mlp/wi/kernel". Only parameters matching `trainable` train ("": all),
+  # minus those matching `frozen`; frozen ones keep no optimizer state. Each pattern
+  # must match some parameter.
+  c.train.trainable = ""
+  c.train.frozen = ""
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3  # peak, after warmup
@@ -174,6 +225,24 @@ def base_config():
 
   c.sharding = ml_collections.ConfigDict()
   c.sharding.rules = DEFAULT_RULES
+
+  # ---- Fine-tuning: the task the run trains (train/tasks.py) ----
+  c.task = ml_collections.ConfigDict()
+  # language_modeling: config.objective on config.data (pretraining). classification:
+  # labelled examples of task.data through a head of model.num_classes classes.
+  c.task.name = "language_modeling"
+  # classification: a built-in task (train/task_data.py: stdlib_package, stdlib_same_module),
+  # a path with {split} in it (train, validation) to .jsonl / .tsv files, or tfds:NAME
+  # (glue/sst2, super_glue/boolq: prepared as ArrayRecord on this machine; never downloaded).
+  c.task.data = ""
+  c.task.classes = ""  # comma-separated class names of the files' labels
+  # tfds:NAME data: where it is prepared ("": TFDS's default) and its text feature(s), one or
+  # two comma-separated (sentence; sentence1,sentence2; question,passage).
+  c.task.tfds_data_dir = ""
+  c.task.tfds_text = "sentence"
+  # Which states the head reads: "family" (its own: encoder first token, decoder last),
+  # first, last, or mean (of the row's tokens).
+  c.task.pooling = "family"
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num_prompts = 3

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from model import lora
 from model.layers import INIT, add_bias, maybe_bias, param
 from model.positions import apply_rotary
 
@@ -105,7 +106,7 @@ class Attention(nnx.Module):
 
   def __init__(self, dim: int, num_heads: int, num_kv_heads: int, head_dim: int, *,
                use_bias: bool, scale: bool, dtype, param_dtype, rngs: nnx.Rngs,
-               implementation: str = "einsum"):
+               implementation: str = "einsum", lora_cfg=None):
     if num_heads % num_kv_heads:
       raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
     self.dtype = dtype
@@ -123,18 +124,29 @@ class Attention(nnx.Module):
     self.value_bias = maybe_bias(use_bias, rngs, (num_kv_heads, head_dim), kv_axes[1:],
                                  param_dtype)
     self.out_bias = maybe_bias(use_bias, rngs, (dim,), ("embed",), param_dtype)
+    # LoRA adapters of the kernels lora_cfg targets (model/lora.py); None elsewhere.
+    self.query_lora = lora.maybe("query", (dim,), (num_heads, head_dim), q_axes[:1], q_axes[1:],
+                                 lora_cfg, rngs)
+    self.key_lora = lora.maybe("key", (dim,), (num_kv_heads, head_dim), kv_axes[:1], kv_axes[1:],
+                               lora_cfg, rngs)
+    self.value_lora = lora.maybe("value", (dim,), (num_kv_heads, head_dim), kv_axes[:1],
+                                 kv_axes[1:], lora_cfg, rngs)
+    self.out_lora = lora.maybe("out", (num_heads, head_dim), (dim,), ("heads", "head_dim"),
+                               ("embed",), lora_cfg, rngs)
 
-  def project_kv(self, kv: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def project_kv(self, kv: jax.Array, rngs: nnx.Rngs | None = None
+                 ) -> tuple[jax.Array, jax.Array]:
     """Keys and values of `kv` [B, S, D]: ([B, S, K, H], [B, S, K, H])."""
     cast = lambda w: w[...].astype(self.dtype)
     k = add_bias(jnp.einsum("BSD,DKH->BSKH", kv, cast(self.key)), self.key_bias)
     v = add_bias(jnp.einsum("BSD,DKH->BSKH", kv, cast(self.value)), self.value_bias)
-    return k, v
+    return lora.apply(self.key_lora, kv, k, rngs), lora.apply(self.value_lora, kv, v, rngs)
 
   def __call__(self, x: jax.Array, kv: jax.Array | None, mask: jax.Array, *,
                projected_kv: tuple[jax.Array, jax.Array] | None = None, bias=None,
                rotary_positions=None, rotary_base: float = 10_000.0, cache: tuple | None = None,
-               cache_slots=None, causal_block: int = 0) -> tuple[jax.Array, tuple | None]:
+               cache_slots=None, causal_block: int = 0,
+               rngs: nnx.Rngs | None = None) -> tuple[jax.Array, tuple | None]:
     """(output [B, T, D], cache) for queries x [B, T, D] over kv [B, S, D], the source of
     keys and values (x itself for self-attention).
 
@@ -147,11 +159,13 @@ class Attention(nnx.Module):
     and bias then end in C); the cache returned is the updated one, else None.
     causal_block: if nonzero, `mask` is causal self-attention's (no query sees a later
     key) and the queries go in blocks of this many over only the keys they can see.
+    rngs: dropout of the LoRA adapters' inputs (none if None).
     """
     cast = lambda w: w[...].astype(self.dtype)
     # [B, T, D] -> [B, T, N, H]; [B, S, D] -> [B, S, K, H]
     q = add_bias(jnp.einsum("BTD,DNH->BTNH", x, cast(self.query)), self.query_bias)
-    k, v = self.project_kv(kv) if projected_kv is None else projected_kv
+    q = lora.apply(self.query_lora, x, q, rngs)
+    k, v = self.project_kv(kv, rngs) if projected_kv is None else projected_kv
     if rotary_positions is not None:
       q = apply_rotary(q, rotary_positions[0], rotary_base)
       k = apply_rotary(k, rotary_positions[1], rotary_base)
@@ -170,7 +184,7 @@ class Attention(nnx.Module):
       out = kernel(q, k, v, mask, bias)
     # [B, T, N, H] -> [B, T, D]
     y = add_bias(jnp.einsum("BTNH,NHD->BTD", out, cast(self.out)), self.out_bias)
-    return y, cache
+    return lora.apply(self.out_lora, out, y, rngs), cache
 
 
 def write_slots(cache: jax.Array, new: jax.Array, slots: jax.Array) -> jax.Array:

@@ -4,6 +4,7 @@ import dataclasses
 import ml_collections
 
 from model.layers import ACTIVATIONS, NORMS
+from model.lora import TARGETS as LORA_TARGETS
 from model.positions import POSITIONS
 from model.stack import REMAT_POLICIES
 
@@ -49,6 +50,11 @@ class ModelConfig:
   param_dtype: str = "float32"
   remat: str = "none"
   scan_layers: bool = False
+  num_classes: int = 0
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_dropout: float = 0.0
+  lora_targets: str = "query,value"
 
   @property
   def kv_heads(self) -> int:
@@ -73,11 +79,23 @@ def check(cfg: ModelConfig, families) -> None:
                 "max_length"):
     if getattr(cfg, field) < 1:
       fail(field, "must be a positive integer")
-  for field in ("num_kv_heads", "num_decoder_layers", "num_token_types", "causal_block"):
+  for field in ("num_kv_heads", "num_decoder_layers", "num_token_types", "causal_block",
+                "num_classes"):
     if getattr(cfg, field) < 0:
       fail(field, "must be >= 0")
   if not 0.0 <= cfg.dropout_rate < 1.0:
     fail("dropout_rate", "must be in [0, 1)")
+  if cfg.lora_rank < 0:
+    fail("lora_rank", "must be >= 0 (0: no LoRA)")
+  if cfg.lora_rank:
+    if not 0.0 <= cfg.lora_dropout < 1.0:
+      fail("lora_dropout", "must be in [0, 1)")
+    if cfg.lora_alpha <= 0:
+      fail("lora_alpha", "must be positive")
+    names = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+    unknown = [t for t in names if t not in LORA_TARGETS]
+    if not names or unknown:
+      fail("lora_targets", f"must name kernels among {list(LORA_TARGETS)}, comma-separated")
   family = families[cfg.family]
   for owner, cls in families.items():
     for field in cls.OWN_SETTINGS:

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from model import cost
-from model.layers import Embed, OutputHead
+from model.layers import Embed, OutputHead, maybe_classifier
 from model.stack import Stack, dtypes
 
 # Published sizes, as config.model overrides. GPT-2 small (Radford et al. 2019): 124M parameters.
@@ -25,6 +25,8 @@ class Decoder(nnx.Module):
   GENERATION = "continuation"  # model/decoding.py continues a prompt
   USES_ATTENTION = True  # reads the attention and position settings
   OWN_SETTINGS = ()  # config.model fields only this family reads
+  # Classification reads the last token's state: the only one that has seen the whole row.
+  CLASSIFY_POOLING = "last"
 
   @staticmethod
   def stacks(cfg, length: int, encoder_length: int = 0, prefix: bool = False):
@@ -44,6 +46,7 @@ class Decoder(nnx.Module):
     self.stack = Stack(cfg, cfg.num_layers, causal=True, cross=False, rngs=rngs)
     self.head = OutputHead(cfg.embed_dim, cfg.vocab_size, tied=cfg.tie_embeddings, rngs=rngs,
                            **dtypes(cfg))
+    self.classifier = maybe_classifier(cfg, rngs, **dtypes(cfg))
 
   def __call__(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array,
                prefix: jax.Array | None = None, *, rngs: nnx.Rngs | None = None) -> jax.Array:

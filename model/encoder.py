@@ -4,7 +4,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from model import cost
-from model.layers import ACTIVATIONS, Dense, Embed, OutputHead, add_bias, constrain, maybe_bias
+from model.layers import (ACTIVATIONS, Dense, Embed, OutputHead, add_bias, constrain, maybe_bias,
+                          maybe_classifier)
 from model.stack import Stack, dtypes, make_norm
 
 # Published sizes, as config.model overrides. BERT-base (Devlin et al. 2019): 110M parameters
@@ -22,10 +23,12 @@ class Encoder(nnx.Module):
   """Bidirectional encoder over packed rows; logits for masked-token prediction."""
 
   INPUTS = ("inputs", "positions", "segment_ids")
-  OPTIONAL_INPUTS = ()
+  OPTIONAL_INPUTS = ("token_types",)  # BERT's segments A/B, with model.num_token_types
   GENERATION = "mask_filling"  # model/decoding.py fills masked positions
   USES_ATTENTION = True  # reads the attention and position settings
   OWN_SETTINGS = ("num_token_types",)  # config.model fields only this family reads
+  # Classification reads the state of the row's first token (BOS), as BERT's [CLS].
+  CLASSIFY_POOLING = "first"
 
   @staticmethod
   def stacks(cfg, length: int, encoder_length: int = 0, prefix: bool = False):
@@ -55,6 +58,7 @@ class Encoder(nnx.Module):
     self.head = OutputHead(cfg.embed_dim, cfg.vocab_size, tied=cfg.tie_embeddings, **kw)
     self.head_bias = maybe_bias(cfg.use_bias, rngs, (cfg.vocab_size,), ("vocab",),
                                 jnp.dtype(cfg.param_dtype))
+    self.classifier = maybe_classifier(cfg, rngs, **dtypes(cfg))
 
   def encode(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array,
              token_types: jax.Array | None = None, *, rngs: nnx.Rngs | None = None) -> jax.Array:

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from model import cost
-from model.layers import Embed, OutputHead
+from model.layers import Embed, OutputHead, maybe_classifier
 from model.stack import Stack, dtypes
 
 _T5 = dict(position="relative", norm="rmsnorm", norm_eps=1e-6, use_bias=False,
@@ -31,6 +31,9 @@ class EncoderDecoder(nnx.Module):
   GENERATION = "text_to_text"  # model/decoding.py maps a source row to an output
   USES_ATTENTION = True  # reads the attention and position settings
   OWN_SETTINGS = ("num_decoder_layers",)  # config.model fields only this family reads
+  # Classification reads the decoder's state after its start token, which has attended
+  # to the whole encoded row (as BART's classification head reads the decoder).
+  CLASSIFY_POOLING = "last"
 
   @staticmethod
   def stacks(cfg, length: int, encoder_length: int = 0, prefix: bool = False):
@@ -54,6 +57,7 @@ class EncoderDecoder(nnx.Module):
     self.decoder = Stack(cfg, cfg.decoder_layers, causal=True, cross=True, rngs=rngs)
     self.head = OutputHead(cfg.embed_dim, cfg.vocab_size, tied=cfg.tie_embeddings, rngs=rngs,
                            **dtypes(cfg))
+    self.classifier = maybe_classifier(cfg, rngs, **dtypes(cfg))
     # A tied T5 rescales the decoder output by 1/sqrt(D) before the shared embedding.
     self.output_scale = cfg.embed_dim ** -0.5 if cfg.tie_embeddings else 1.0
 

@@ -19,6 +19,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import NamedSharding
 
+from model import lora
+
 Initializer = Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]
 INIT = nnx.initializers.normal(0.02)
 
@@ -151,38 +153,62 @@ NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
 
 
 class Dense(nnx.Module):
-  """x @ kernel (+ bias) over the last axis: [.., D] -> [.., E]."""
+  """x @ kernel (+ bias) over the last axis: [.., D] -> [.., E]; with a LoRA adapter if
+  `lora_name` is one lora_cfg targets (model/lora.py)."""
 
   def __init__(self, in_dim: int, out_dim: int, axes: tuple[str, str], *, use_bias: bool, dtype,
-               param_dtype, rngs: nnx.Rngs):
+               param_dtype, rngs: nnx.Rngs, lora_name: str = "", lora_cfg=None):
     self.dtype = dtype
     self.kernel = param(rngs, INIT, (in_dim, out_dim), axes, param_dtype)
     self.bias = maybe_bias(use_bias, rngs, (out_dim,), axes[1:], param_dtype)
+    self.lora = lora.maybe(lora_name, (in_dim,), (out_dim,), axes[:1], axes[1:], lora_cfg, rngs)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
     # [..., D] -> [..., E]
-    return add_bias(jnp.einsum("...D,DE->...E", x, self.kernel[...].astype(self.dtype)),
-                    self.bias)
+    y = add_bias(jnp.einsum("...D,DE->...E", x, self.kernel[...].astype(self.dtype)), self.bias)
+    return lora.apply(self.lora, x, y, rngs)
 
 
 class Mlp(nnx.Module):
   """Position-wise feed-forward block: D -> F -> D, plain or gated."""
 
   def __init__(self, dim: int, mlp_dim: int, activation: str, *, use_bias: bool, dtype,
-               param_dtype, rngs: nnx.Rngs):
+               param_dtype, rngs: nnx.Rngs, lora_cfg=None):
     self.act, gated = ACTIVATIONS[activation]
-    kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.wi = Dense(dim, mlp_dim, ("embed", "mlp"), **kw)
-    self.wi_linear = Dense(dim, mlp_dim, ("embed", "mlp"), **kw) if gated else None
-    self.wo = Dense(mlp_dim, dim, ("mlp", "embed"), **kw)
+    kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+              lora_cfg=lora_cfg)
+    self.wi = Dense(dim, mlp_dim, ("embed", "mlp"), lora_name="wi", **kw)
+    self.wi_linear = (Dense(dim, mlp_dim, ("embed", "mlp"), lora_name="wi_linear", **kw)
+                      if gated else None)
+    self.wo = Dense(mlp_dim, dim, ("mlp", "embed"), lora_name="wo", **kw)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
+    """rngs: dropout of the LoRA adapters' inputs (none if None)."""
     # [B, T, D] -> [B, T, F]
-    h = self.act(self.wi(x))
+    h = self.act(self.wi(x, rngs))
     if self.wi_linear is not None:
-      h = h * self.wi_linear(x)
+      h = h * self.wi_linear(x, rngs)
     # [B, T, F] -> [B, T, D]
-    return self.wo(h)
+    return self.wo(h, rngs)
+
+
+class ClassifierHead(nnx.Module):
+  """Pooled states to class logits in float32 (fine-tuning's new head): [B, D] -> [B, C]."""
+
+  def __init__(self, dim: int, num_classes: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+    self.dense = Dense(dim, num_classes, ("embed", None), use_bias=True, dtype=dtype,
+                       param_dtype=param_dtype, rngs=rngs)
+
+  def __call__(self, pooled: jax.Array) -> jax.Array:
+    # [B, D] -> [B, C]
+    return self.dense(pooled).astype(jnp.float32)
+
+
+def maybe_classifier(cfg, rngs: nnx.Rngs, **dtypes_kw) -> ClassifierHead | None:
+  """The classification head a config with model.num_classes > 0 asks for."""
+  if not cfg.num_classes:
+    return None
+  return ClassifierHead(cfg.embed_dim, cfg.num_classes, rngs=rngs, **dtypes_kw)
 
 
 class OutputHead(nnx.Module):

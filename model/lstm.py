@@ -115,6 +115,7 @@ class Lstm(nnx.Module):
   OPTIONAL_INPUTS = ()
   GENERATION = None  # no key/value cache for model/decoding.py to step
   OWN_SETTINGS = ()  # config.model fields only this family reads
+  CLASSIFY_POOLING = None  # no classification head (train/classification.py)
   USES_ATTENTION = False  # the attention and position settings do not apply
 
   @staticmethod

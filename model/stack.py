@@ -48,7 +48,7 @@ def make_norm(cfg, rngs: nnx.Rngs) -> nnx.Module:
 def make_attention(cfg, rngs: nnx.Rngs) -> Attention:
   return Attention(cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim,
                    use_bias=cfg.use_bias, scale=cfg.scale_attention, rngs=rngs,
-                   implementation=cfg.attention, **dtypes(cfg))
+                   implementation=cfg.attention, lora_cfg=cfg, **dtypes(cfg))
 
 
 class Block(nnx.Module):
@@ -63,7 +63,7 @@ class Block(nnx.Module):
     self.cross_attn = make_attention(cfg, rngs) if cross else None
     self.mlp_norm = make_norm(cfg, rngs)
     self.mlp = Mlp(cfg.embed_dim, cfg.mlp_dim, cfg.activation, use_bias=cfg.use_bias, rngs=rngs,
-                   **dtypes(cfg))
+                   lora_cfg=cfg, **dtypes(cfg))
     self.dropout = nnx.Dropout(cfg.dropout_rate)
 
   def __call__(self, x: jax.Array, ctx: Context, *, rngs: nnx.Rngs | None = None,
@@ -78,7 +78,7 @@ class Block(nnx.Module):
       out, self_cache = self.self_attn(
           h, h, ctx.mask, bias=ctx.bias, rotary_positions=ctx.rotary_positions,
           rotary_base=self.rotary_base, cache=self_cache, cache_slots=ctx.cache_slots,
-          causal_block=ctx.causal_block)
+          causal_block=ctx.causal_block, rngs=rngs)
       return out
 
     x = self._residual(x, self.self_attn_norm, self_attention, rngs)
@@ -86,8 +86,8 @@ class Block(nnx.Module):
       # Decoding projects the encoder output once (Stack.cross_cache), not at every step.
       projected = None if cache is None else (cache["cross_key"], cache["cross_value"])
       x = self._residual(x, self.cross_attn_norm, lambda h: self.cross_attn(
-          h, ctx.encoded, ctx.cross_mask, projected_kv=projected)[0], rngs)
-    x = self._residual(x, self.mlp_norm, self.mlp, rngs)
+          h, ctx.encoded, ctx.cross_mask, projected_kv=projected, rngs=rngs)[0], rngs)
+    x = self._residual(x, self.mlp_norm, lambda h: self.mlp(h, rngs), rngs)
     if cache is None:
       return x, None
     return x, dict(cache, key=self_cache[0], value=self_cache[1])

@@ -446,9 +446,9 @@ def _to_hf(layout: str, p: np.ndarray) -> np.ndarray:
   return p.reshape(_hf_shape(layout, p.shape))
 
 
-def _map_layers(tree: dict, fn) -> dict:
+def map_layers(tree: dict, fn) -> dict:
   """`fn` applied to every `layers` subtree (one per stack)."""
-  return {k: fn(v) if k == "layers" else _map_layers(v, fn) if isinstance(v, dict) else v
+  return {k: fn(v) if k == "layers" else map_layers(v, fn) if isinstance(v, dict) else v
           for k, v in tree.items()}
 
 
@@ -485,7 +485,7 @@ def params_from_hf(cfg: ModelConfig, tensors: dict) -> tuple[dict, list[str]]:
                      f"triform builds it: {', '.join(left[:4])}{more}")
   params = traverse_util.unflatten_dict(flat)
   if cfg.scan_layers:
-    params = _map_layers(params, stack_layers)
+    params = map_layers(params, stack_layers)
   return params, dropped
 
 
@@ -493,7 +493,7 @@ def params_to_hf(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]:
   """HF tensors (float32, transformers' names) of triform params for `cfg`."""
   arch = FAMILIES[cfg.family]
   if cfg.scan_layers:
-    params = _map_layers(params, unstack_layers)
+    params = map_layers(params, unstack_layers)
   flat = traverse_util.flatten_dict(params)
   unrolled = dataclasses.replace(cfg, scan_layers=False)
   tensors = {name: _to_hf(layout, np.asarray(flat.pop(path), np.float32))

@@ -18,7 +18,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from model import (FAMILIES, abstract_model, build_model, count_params, model_config,
                    model_graphdef, train_flops_per_row)
-from train import checkpoint, optim, sharding, tasks, validation
+from model import lora
+from train import checkpoint, init_from, optim, sharding, tasks, trainable, validation
 from train import step as step_lib
 from train.state import TrainState
 
@@ -35,7 +36,10 @@ class Experiment:
     self.model_cfg = model_config(config)
     self.family = FAMILIES[self.model_cfg.family]
     self.task = tasks.make(config)
-    self.tx = optim.make_optimizer(config.optim, config.train.num_steps)
+    self.trainable = trainable.Trainable(config.train.trainable, config.train.frozen)
+    self.trainable.check(self.abstract_params)
+    lora.check_targets(self.model_cfg, init_from.param_paths(self.abstract_params))
+    self.tx = optim.make_optimizer(config.optim, config.train.num_steps, self.trainable)
     self.lr_schedule = optim.learning_rate_schedule(config.optim, config.train.num_steps)
     self.batch_sharding = sharding.batch_sharding(self.mesh, self.rules)
 
@@ -48,6 +52,11 @@ class Experiment:
   @functools.cached_property
   def num_params(self) -> int:
     return count_params(self.model_cfg)
+
+  @functools.cached_property
+  def abstract_params(self) -> dict:
+    """The parameters' shapes and dtypes, named as in the state."""
+    return nnx.to_pure_dict(nnx.state(abstract_model(self.model_cfg), nnx.Param))
 
   def _init_state(self, seed: int) -> TrainState:
     params = nnx.to_pure_dict(nnx.state(build_model(self.model_cfg, seed), nnx.Param))
@@ -63,7 +72,8 @@ class Experiment:
     params = sharding.tree_shardings(logical, self.mesh, self.rules)
     replicated = NamedSharding(self.mesh, P())
     # Optimizer moments mirror the params and take their shardings; counters replicate.
-    opt_state = optax.tree_map_params(self.tx, lambda _, s: s, abstract.opt_state, params,
+    opt_state = optax.tree_map_params(self.tx, lambda _, s: s, abstract.opt_state,
+                                      self.trainable.masked(params),
                                       transform_non_params=lambda _: replicated)
     return abstract, TrainState(step=replicated, params=params, opt_state=opt_state)
 

@@ -114,21 +114,24 @@ class PreparedTfds:
                        f"{self.name!r} is a {type(features[self.text_key]).__name__}, not Text")
     self._builder = builder
 
-  def split(self, name: str) -> TextField:
+  @property
+  def builder(self):
+    """The prepared read-only builder (its info and its splits as data sources)."""
     if self._builder is None:
       self.prepare()
+    return self._builder
+
+  def split(self, name: str) -> TextField:
     name = self.split_names.get(name, name)
     try:
-      return TextField(self._builder.as_data_source(split=name), self.text_key)
+      return TextField(self.builder.as_data_source(split=name), self.text_key)
     except (ValueError, KeyError) as e:  # an unknown split, or a bad slice
       raise ValueError(f"TFDS dataset {self.name!r} has no split {name!r} ({e}); it has "
                        f"{sorted(self._builder.info.splits)}: set config.data.train_split / "
                        "validation_split") from None
 
   def fingerprint(self) -> dict:
-    if self._builder is None:
-      self.prepare()
-    splits = self._builder.info.splits
+    splits = self.builder.info.splits
     return {"tfds": self.name, "version": str(self._builder.info.version),
             "data_dir": str(self._builder.data_dir), "text_key": self.text_key,
             "splits": {name: splits[name].num_examples for name in sorted(splits)}}

@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from model import FAMILIES, decoding
-from train import input_pipeline, loss, objectives, tokenizer, unigram
+from train import classification, input_pipeline, loss, objectives, tokenizer, unigram
 
 
 def _prompts(val_docs, tok, num: int, length: int) -> np.ndarray:
@@ -192,6 +192,14 @@ class LanguageModeling:
             "eval_tokens": final["tokens"]}
 
 
-def make(config: ml_collections.ConfigDict) -> LanguageModeling:
-  """The task of `config`: language modelling with its objective."""
-  return LanguageModeling.from_config(config)
+# config.task.name -> the task class (each has from_config).
+TASKS = {"language_modeling": LanguageModeling, "classification": classification.Classification}
+
+
+def make(config: ml_collections.ConfigDict):
+  """The task of `config` (config.task.name; language modelling with its objective by
+  default), its settings checked."""
+  name = config.task.name if "task" in config else "language_modeling"
+  if name not in TASKS:
+    raise ValueError(f"config.task.name={name!r} is not one of {sorted(TASKS)}")
+  return TASKS[name].from_config(config)

@@ -17,6 +17,7 @@ from train import data as data_lib
 from train import evaluation, guards, hardware, sharding, sources, validation
 from train.checkpoint import Checkpointer
 from train.experiment import Experiment
+from train.init_from import InitFrom, latest_state
 from train.metrics import MetricsWriter, add_sums
 
 
@@ -63,6 +64,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # corpus is built, anything is compiled or the workdir is touched.
   experiment = Experiment(config)
   source = sources.resolve(config.data)
+  # A run that has a checkpoint resumes from it and never reads init_from again.
+  init_from = (InitFrom.check(config.init_from, experiment.abstract_params)
+               if config.init_from and latest_state(workdir) is None else None)
   mesh, task = experiment.mesh, experiment.task
   logging.info("Mesh %s over %d devices, %d hosts.", dict(mesh.shape), mesh.size,
                jax.process_count())
@@ -87,15 +91,22 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # ---------------------------------------------------------------- restore or initialise
   # Order: (1) the newest readable checkpoint in this workdir (onto this mesh,
-  # whatever mesh wrote it), (2) a fresh init from the seed.
+  # whatever mesh wrote it), so a fine-tuning run resumes and never reloads init_from;
+  # (2) the init-from checkpoint's parameters (config.init_from) over a fresh state;
+  # (3) a fresh init from the seed.
   checkpointer = Checkpointer.for_run(workdir, config)
   with timer("init_or_restore"):
     latest, state = checkpointer.restore_latest_readable(
         experiment.abstract_state, experiment.state_shardings, train_iter)
-    if latest is None:
-      state = experiment.create_state()
-    else:
+    if latest is not None:
       logging.info("Resuming from the checkpoint at step %d.", latest)
+    else:
+      state = experiment.create_state()
+      if config.init_from:  # checked above, unless this workdir's checkpoints were unreadable
+        init_from = init_from or InitFrom.check(config.init_from, experiment.abstract_params)
+        init_from.log()
+        state = state.replace(params=init_from.restore(
+            state.params, experiment.state_shardings.params))
   start_step = int(state.step)
 
   # ---------------------------------------------------------------- compile
