@@ -14,7 +14,7 @@ import jax
 import ml_collections
 
 from train import data as data_lib
-from train import evaluation, guards, hardware, sharding, sources, validation
+from train import evaluation, guards, hardware, sharding, sources, validation, workdir_lock
 from train.checkpoint import Checkpointer
 from train.experiment import Experiment
 from train.metrics import MetricsWriter, add_sums
@@ -57,12 +57,20 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the summary."""
-  timer = PhaseTimer()
   # ---------------------------------------------------------------- checks
   # Everything that can be wrong with the flags fails here, before any
   # corpus is built, anything is compiled or the workdir is touched.
   experiment = Experiment(config)
   source = sources.resolve(config.data)
+  # One run writes a workdir: a second one (on this host index) stops here.
+  with workdir_lock.WorkdirLock(workdir, jax.process_index()) as lock:
+    return _train_locked(experiment, source, workdir, lock)
+
+
+def _train_locked(experiment: Experiment, source: sources.DocumentSource, workdir: str,
+                  lock: workdir_lock.WorkdirLock) -> dict:
+  """train()'s run, in a workdir this process holds."""
+  config, timer = experiment.config, PhaseTimer()
   validation.check_workdir_config(workdir, config)
   mesh, task = experiment.mesh, experiment.task
   logging.info("Mesh %s over %d devices, %d hosts.", dict(mesh.shape), mesh.size,
@@ -86,7 +94,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # ---------------------------------------------------------------- restore or initialise
   # Order: (1) the newest readable checkpoint in this workdir (onto this mesh,
   # whatever mesh wrote it), (2) a fresh init from the seed.
-  checkpointer = Checkpointer.for_run(workdir, config)
+  checkpointer = Checkpointer.for_run(workdir, config, lock)
   with timer("init_or_restore"):
     latest, state = checkpointer.restore_latest_readable(
         experiment.abstract_state, experiment.state_shardings, train_iter)
