@@ -33,6 +33,9 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for multi-host runs off Cloud TPU.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of host processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This host's index.")
+_ACCEPT_CHANGED_DATA = flags.DEFINE_bool(
+    "accept_changed_data", False, "Resume even though the data differs from what the run "
+    "began with (the change is recorded in workdir/data_fingerprint.json).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -54,7 +57,8 @@ def main(argv):
     if _MODE.value == "eval":
       print(json.dumps(trainer.evaluate_workdir(_CONFIG.value, _WORKDIR.value), indent=2))
       return
-    summary = trainer.train(_CONFIG.value, _WORKDIR.value)
+    summary = trainer.train(_CONFIG.value, _WORKDIR.value,
+                            accept_changed_data=_ACCEPT_CHANGED_DATA.value)
   except (ValueError, OSError, guards.NonFiniteError, checkpoint.CheckpointWriteError,
           workdir_lock.WorkdirLost) as e:  # bad input, divergence, a failed read or write
     sys.exit(f"error: {e}")

@@ -27,6 +27,11 @@ class DocumentSource(Protocol):
   def split(self, name: str) -> Sequence[dict]:
     """The documents of split `name` ("train", "validation"), each {"text": ...}."""
 
+  def fingerprint(self) -> dict:
+    """What `split` reads, as JSON (after `prepare`): files with their sizes and mtimes, or
+    a dataset's name, version and split sizes. The same for the same data; different when
+    a file changes (train/data_fingerprint.py compares it on resume)."""
+
 
 class BuiltFiles:
   """Text files, one document per file (the built-in corpus or a glob), split by path hash
@@ -44,6 +49,17 @@ class BuiltFiles:
     if self._builder is None:
       raise RuntimeError("call prepare(data_dir) before reading a split")
     return self._builder.as_data_source(name)
+
+  def fingerprint(self) -> dict:
+    """The raw files (path: [bytes, mtime]) and the built splits the run reads (cached
+    under data_dir by cache_key, so a rebuild elsewhere fingerprints the same)."""
+    if self._builder is None:
+      raise RuntimeError("call prepare(data_dir) before fingerprinting")
+    files = {}
+    for path in self.files.paths:
+      stat = os.stat(os.path.join(self.files.root, path))
+      files[path] = [stat.st_size, int(stat.st_mtime)]
+    return {"root": self.files.root, "files": files, "built": _split_sizes(self._builder)}
 
 
 class TextField:
@@ -98,6 +114,12 @@ class PreparedTfds:
                        f"{self.name!r} is a {type(features[self.text_key]).__name__}, not Text")
     self._builder = builder
 
+  def fingerprint(self) -> dict:
+    if self._builder is None:
+      self.prepare()
+    return {"tfds": self.name, "version": str(self._builder.info.version),
+            "text_key": self.text_key, "splits": _split_sizes(self._builder)}
+
   def split(self, name: str) -> TextField:
     if self._builder is None:
       self.prepare()
@@ -105,6 +127,12 @@ class PreparedTfds:
       return TextField(self._builder.as_data_source(split=name), self.text_key)
     except ValueError as e:  # an unknown split, or a bad slice
       raise ValueError(f"--tfds={self.name}:{name!r}: {e}") from None
+
+
+def _split_sizes(builder) -> dict:
+  """{split: {"examples": n, "bytes": n}} as the dataset's info records them."""
+  return {name: {"examples": info.num_examples, "bytes": info.num_bytes}
+          for name, info in sorted(builder.info.splits.items())}
 
 
 def _name_and_split(spec: str) -> tuple[str, str]:

@@ -14,6 +14,7 @@ import jax
 import ml_collections
 
 from train import data as data_lib
+from train import data_fingerprint
 from train import evaluation, guards, hardware, sharding, sources, validation, workdir_lock
 from train.checkpoint import Checkpointer
 from train.experiment import Experiment
@@ -55,8 +56,10 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
               phase_seconds=_rounded(timer))
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the summary."""
+def train(config: ml_collections.ConfigDict, workdir: str, *,
+          accept_changed_data: bool = False) -> dict:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the summary.
+  A resume on data other than the run began with stops, unless `accept_changed_data`."""
   # ---------------------------------------------------------------- checks
   # Everything that can be wrong with the flags fails here, before any
   # corpus is built, anything is compiled or the workdir is touched.
@@ -64,11 +67,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   source = sources.resolve(config.data)
   # One run writes a workdir: a second one (on this host index) stops here.
   with workdir_lock.WorkdirLock(workdir, jax.process_index()) as lock:
-    return _train_locked(experiment, source, workdir, lock)
+    return _train_locked(experiment, source, workdir, lock, accept_changed_data)
 
 
 def _train_locked(experiment: Experiment, source: sources.DocumentSource, workdir: str,
-                  lock: workdir_lock.WorkdirLock) -> dict:
+                  lock: workdir_lock.WorkdirLock, accept_changed_data: bool) -> dict:
   """train()'s run, in a workdir this process holds."""
   config, timer = experiment.config, PhaseTimer()
   validation.check_workdir_config(workdir, config)
@@ -78,6 +81,7 @@ def _train_locked(experiment: Experiment, source: sources.DocumentSource, workdi
 
   # ---------------------------------------------------------------- data
   data = data_lib.load(config, timer, source)
+  data_fingerprint.check(workdir, data.fingerprint(), accept_changed_data)
   train_iter = iter(task.dataset(data.documents("train"), data.tokenizer, train=True))
   with timer("eval_data"):
     eval_batches = list(task.dataset(data.documents("validation"), data.tokenizer, train=False))
