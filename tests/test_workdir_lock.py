@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tools import fuzz_config
 from train import workdir_lock
 from train.workdir_lock import WorkdirInUse, WorkdirLock
 
@@ -21,19 +22,7 @@ def _holder(workdir, index=0) -> dict:
     return json.load(f)
 
 
-def test_a_second_train_main_stops_at_once_naming_the_holder(tmp_path):
-  workdir = str(tmp_path / "run")
-  with WorkdirLock(workdir):
-    second = subprocess.run([sys.executable, "-m", "train.main", "--config=configs/gpt_tiny.py",
-                             f"--workdir={workdir}"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
-  assert second.returncode == 1
-  last = second.stderr.strip().splitlines()[-1]
-  assert last.startswith(f"error: workdir {workdir} is in use by another run (host "
-                         f"{socket.gethostname()}, pid {os.getpid()}, started ")
-  assert sorted(os.listdir(workdir)) == ["locks"]  # it wrote nothing: no config, no data
-
-
+# A process that holds a workdir's lock until it is killed.
 _HOLD = """
 import sys, time
 from train.workdir_lock import WorkdirLock
@@ -41,6 +30,23 @@ WorkdirLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(600)
 """
+
+
+def test_a_second_train_main_stops_at_once_naming_the_holder(tmp_path):
+  """Two real processes: a holder, and train.main's entry point run in this one."""
+  workdir = str(tmp_path / "run")
+  holder = subprocess.Popen([sys.executable, "-c", _HOLD, workdir], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    code, message = fuzz_config.run_main(["--config=configs/gpt_tiny.py", f"--workdir={workdir}"])
+  finally:
+    holder.kill()
+    holder.wait()
+  assert code == 1 and "\n" not in message
+  assert message.startswith(f"error: workdir {workdir} is in use by another run (host "
+                            f"{socket.gethostname()}, pid {holder.pid}, started ")
+  assert sorted(os.listdir(workdir)) == ["locks"]  # it wrote nothing: no config, no data
 
 
 def test_the_lock_of_a_sigkilled_run_is_taken_over(tmp_path):
