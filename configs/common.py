@@ -2,11 +2,15 @@
 
 Each experiment file calls `base_config()` and changes what differs. Fields are
 grouped by the part of the run that reads them: `model`, `data`, `train`,
-`optim`, `mesh`, `sharding`, `sample`.
+`optim`, `mesh`, `sharding`, `sample`. Each numeric field is declared on one line with
+its default, the values it admits and its meaning: `Num(1e-3, "(0, inf)", "...")`.
 """
 import os
 
 import ml_collections
+
+from configs import fields
+from configs.fields import Num
 
 # Logical axis -> mesh axes. Every logical axis name used by a parameter or an
 # activation must appear here (checked at start-up); None means replicated.
@@ -77,10 +81,22 @@ def finetuning(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.
   return c
 
 
-def base_config():
+def base_config() -> ml_collections.ConfigDict:
   """Returns the shared defaults; experiment files override fields."""
+  return fields.defaults(_declared())
+
+
+def numeric_fields() -> dict[str, Num]:
+  """{"optim.learning_rate": Num(default, allowed, meaning), ...}: every numeric field, as
+  declared below (train/validation.py checks a config against them)."""
+  return fields.declarations(_declared())
+
+
+def _declared() -> ml_collections.ConfigDict:
+  """Every field with its default; each numeric one as Num(default, allowed values, meaning)
+  (configs/fields.py): a numeric field without one fails tests/test_config_checks.py."""
   c = ml_collections.ConfigDict()
-  c.seed = 0
+  c.seed = Num(0, "[0, 2147483647]", "derives init, dropout, masking and shuffling")
   # ---- Fine-tuning: where the parameters start (train/init_from.py) ----
   # A workdir of ours (its latest checkpoint) or a directory written by
   # `python -m tools.convert_hf import`: parameters matching by name and shape load from it,
@@ -91,29 +107,29 @@ def base_config():
   # inputs): "bidirectional" (the T5 paper's prefix LM) or "causal" (its decoder-only LM).
   c.decoder_prefix = "bidirectional"
   c.noise = ml_collections.ConfigDict()
-  c.noise.mlm_rate = 0.15  # share of text tokens selected (BERT)
+  c.noise.mlm_rate = Num(0.15, "(0, 1)", "share of text tokens selected (BERT)")
   c.noise.whole_word_masking = False
-  c.noise.noise_density = 0.15  # span corruption (T5)
-  c.noise.mean_span_length = 3.0
+  c.noise.noise_density = Num(0.15, "(0, 1)", "share of tokens in noise spans (T5)")
+  c.noise.mean_span_length = Num(3.0, "[1, inf)", "mean noise span length in tokens (T5)")
 
   c.model = ml_collections.ConfigDict()
   c.model.family = "decoder"  # "encoder" (BERT), "decoder" (GPT) or "encoder_decoder" (T5)
-  c.model.num_layers = 2  # the encoder's, for encoder_decoder
-  c.model.num_decoder_layers = 0  # encoder_decoder only; 0: same as num_layers
-  c.model.embed_dim = 128
-  c.model.num_heads = 4
-  c.model.num_kv_heads = 0  # 0: = num_heads (multi-head); 1: multi-query; else grouped-query
-  c.model.head_dim = 32
-  c.model.mlp_dim = 512
+  c.model.num_layers = Num(2, "[1, inf)", "layers (the encoder's, for encoder_decoder)")
+  c.model.num_decoder_layers = Num(0, "[0, inf)", "encoder_decoder only; 0: same as num_layers")
+  c.model.embed_dim = Num(128, "[1, inf)", "model width")
+  c.model.num_heads = Num(4, "[1, inf)", "attention heads")
+  c.model.num_kv_heads = Num(0, "[0, inf)", "0: = num_heads (multi-head); 1: multi-query; else grouped-query")
+  c.model.head_dim = Num(32, "[1, inf)", "width of each head")
+  c.model.mlp_dim = Num(512, "[1, inf)", "MLP hidden width (LSTM: cells per layer)")
   c.model.activation = "gelu"  # relu | gelu (erf) | gelu_tanh | geglu | swiglu (gated)
   c.model.position = "learned"  # learned | sinusoidal | rotary | relative (T5 buckets)
-  c.model.max_length = 256  # rows of the learned position table; >= data.seq_len
-  c.model.relative_buckets = 32
-  c.model.relative_max_distance = 128
-  c.model.rotary_base = 10_000.0
+  c.model.max_length = Num(256, "[1, inf)", "rows of the learned position table; >= data.seq_len")
+  c.model.relative_buckets = Num(32, "[1, inf)", "relative position buckets (T5)")
+  c.model.relative_max_distance = Num(128, "[1, inf)", "distance where the last relative bucket starts (T5)")
+  c.model.rotary_base = Num(10_000.0, "(1, inf)", "wavelength base of rotary positions")
   c.model.norm = "layernorm"  # layernorm | rmsnorm
   c.model.norm_position = "pre"  # pre (GPT-2, T5) | post (BERT)
-  c.model.norm_eps = 1e-5
+  c.model.norm_eps = Num(1e-5, "(0, 1]", "added to the variance in each norm")
   # Compute each norm's input gradient once instead of inside every consumer (XLA on CPU
   # fused and so recomputed it; docs/performance.md). Same numbers either way.
   c.model.norm_grad_barrier = True
@@ -123,27 +139,27 @@ def base_config():
   # Causal self-attention (no prefix) runs this many queries at a time over only the keys
   # they can see, skipping the masked upper blocks: about half the score work on long rows
   # (docs/performance.md). 0: whole rows.
-  c.model.causal_block = 128
+  c.model.causal_block = Num(128, "[0, inf)", "queries per causal attention block; 0: whole rows")
   c.model.use_bias = True  # biases in attention, MLP and the MLM head (T5 has none)
   c.model.tie_embeddings = True  # output projection = input embedding
   c.model.scale_attention = True  # 1/sqrt(head_dim) on logits; T5 folds it into the init
-  c.model.num_token_types = 0  # encoder only: BERT's segment A/B embeddings (2)
-  c.model.dropout_rate = 0.0
+  c.model.num_token_types = Num(0, "[0, inf)", "encoder only: BERT's segment A/B embeddings (2)")
+  c.model.dropout_rate = Num(0.0, "[0, 1)", "dropout on embeddings, attention and MLP outputs")
   c.model.dtype = "float32"  # compute dtype
   c.model.param_dtype = "float32"
   c.model.remat = "none"  # none | full | dots | dots_no_batch (what the backward pass keeps)
   c.model.scan_layers = False  # True: one scanned layer, compile time flat in depth
   # ---- Fine-tuning: a classification head (train/classification.py) ----
   # Classes of the head over pooled states (0: none); must equal the task's class count.
-  c.model.num_classes = 0
+  c.model.num_classes = Num(0, "[0, inf)", "classes of a classification head; 0: none")
   # ---- Fine-tuning: LoRA adapters (model/lora.py) ----
   # Rank of the low-rank update added beside each targeted kernel (0: no LoRA). The update
   # is scaled by lora_alpha / lora_rank; lora_dropout drops the adapters' inputs in training.
   # Targets: comma-separated kernel names among query, key, value, out (attention) and
   # wi, wi_linear, wo (MLP). Freeze the base with --config.train.trainable=lora.
-  c.model.lora_rank = 0
-  c.model.lora_alpha = 16.0
-  c.model.lora_dropout = 0.0
+  c.model.lora_rank = Num(0, "[0, inf)", "rank of each LoRA update; 0: no LoRA")
+  c.model.lora_alpha = Num(16.0, "(0, inf)", "LoRA updates are scaled by lora_alpha / lora_rank")
+  c.model.lora_dropout = Num(0.0, "[0, 1)", "dropout on the LoRA adapters' inputs in training")
   c.model.lora_targets = "query,value"
 
   c.data = ml_collections.ConfigDict()
@@ -167,39 +183,39 @@ def base_config():
   c.data.tokenizer = "train"
   # ---- end of real data fields
   c.data.data_dir = default_data_dir()
-  c.data.validation_percent = 5  # share of documents (by path hash) held out
-  c.data.vocab_size = 4096  # SentencePiece pieces + 100 sentinels
-  c.data.tokenizer_sentences = 200_000  # lines sampled to train the tokenizer
-  c.data.seq_len = 128
-  c.data.num_threads = 2  # grain read threads per host
+  c.data.validation_percent = Num(5, "[1, 99]", "share of documents (by path hash) held out")
+  c.data.vocab_size = Num(4096, "[512, inf)", "SentencePiece pieces + 100 sentinels")
+  c.data.tokenizer_sentences = Num(200_000, "[1, inf)", "lines sampled to train the tokenizer")
+  c.data.seq_len = Num(128, "[4, inf)", "tokens per row (an encoder-decoder's inputs)")
+  c.data.num_threads = Num(2, "[1, inf)", "grain read threads per host")
   # "documents": each host reads its share of the documents (scales to pods);
   # "rows": every host reads all and keeps its rows, so batches (and losses) are the
   # same on any number of hosts.
   c.data.shard_by = "documents"
 
   c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 16  # global, across all hosts
-  c.train.microbatches = 1  # gradient accumulation: the batch runs in this many slices
+  c.train.batch_size = Num(16, "[1, inf)", "rows per step, across all hosts")
+  c.train.microbatches = Num(1, "[1, inf)", "gradient accumulation: the batch runs in this many slices")
   # Logits for this many positions per row at a time, recomputed for the gradient, so no
   # whole [batch, length, vocab] tensor is kept (0: all at once). Must divide the length.
-  c.train.loss_chunk = 0
+  c.train.loss_chunk = Num(0, "[0, inf)", "positions per row scored at a time; 0: all")
   # Masked LM: project only the positions the objective can select onto the vocabulary
   # (False: every position; the same loss, slower: docs/performance.md).
   c.train.score_selected_only = True
   # Token accuracy from the max that the loss's logsumexp takes (False: a separate argmax
   # pass; the same counts up to ties, slower: docs/performance.md).
   c.train.accuracy_from_max = True
-  c.train.num_steps = 500
-  c.train.log_every = 25
-  c.train.eval_every = 100
-  c.train.eval_batches = 20  # fixed validation batches per eval; -1 for the whole split
-  c.train.checkpoint_every = 100
-  c.train.keep_checkpoints = 3  # the latest ones
-  c.train.keep_checkpoints_every = 0  # also keep every multiple of this step for good (0: none)
+  c.train.num_steps = Num(500, "[1, inf)", "steps to train")
+  c.train.log_every = Num(25, "[1, inf)", "steps between train metrics")
+  c.train.eval_every = Num(100, "[1, inf)", "steps between evaluations")
+  c.train.eval_batches = Num(20, "-1 | [1, inf)", "fixed validation batches per eval; -1: the whole split")
+  c.train.checkpoint_every = Num(100, "[1, inf)", "steps between checkpoints")
+  c.train.keep_checkpoints = Num(3, "[1, inf)", "latest checkpoints kept")
+  c.train.keep_checkpoints_every = Num(0, "[0, inf)", "also keep every multiple of this step for good; 0: none")
   # A non-finite loss or gradient stops the run (the bad update is never applied or
   # saved); True skips such steps instead, counting them in the metrics.
   c.train.skip_nonfinite = False
-  c.train.inject_nan_at_step = -1  # testing the guard: make this step's gradient NaN
+  c.train.inject_nan_at_step = Num(-1, "-1 | [1, inf)", "testing the guard: this step's gradient is NaN; -1: none")
   # ---- Fine-tuning: which parameters train (train/trainable.py) ----
   # Comma-separated regexes searched in parameter paths such as
   # "stack/layers/0/mlp/wi/kernel". Only parameters matching `trainable` train ("": all),
@@ -209,19 +225,19 @@ def base_config():
   c.train.frozen = ""
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.learning_rate = 1e-3  # peak, after warmup
-  c.optim.warmup_steps = 50
-  c.optim.final_lr_ratio = 0.1  # cosine decays to learning_rate * final_lr_ratio
-  c.optim.weight_decay = 0.1  # on matrices only
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.95
-  c.optim.eps = 1e-8
-  c.optim.clip_norm = 1.0
+  c.optim.learning_rate = Num(1e-3, "(0, inf)", "peak learning rate, after warmup")
+  c.optim.warmup_steps = Num(50, "[0, inf)", "steps of linear warmup from 0; <= train.num_steps")
+  c.optim.final_lr_ratio = Num(0.1, "[0, 1]", "cosine decays to learning_rate * final_lr_ratio")
+  c.optim.weight_decay = Num(0.1, "[0, inf)", "AdamW decoupled weight decay, on matrices only")
+  c.optim.b1 = Num(0.9, "[0, 1)", "AdamW first-moment decay")
+  c.optim.b2 = Num(0.95, "[0, 1)", "AdamW second-moment decay")
+  c.optim.eps = Num(1e-8, "(0, inf)", "AdamW denominator epsilon")
+  c.optim.clip_norm = Num(1.0, "(0, inf)", "global gradient norm clipped to")
 
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.data = -1  # -1: all devices left over by the other axes
-  c.mesh.fsdp = 1
-  c.mesh.tensor = 1
+  c.mesh.data = Num(-1, "-1 | [1, inf)", "data-parallel axis size; -1: the devices the others leave")
+  c.mesh.fsdp = Num(1, "-1 | [1, inf)", "fully-sharded data-parallel axis size; -1: the rest")
+  c.mesh.tensor = Num(1, "-1 | [1, inf)", "tensor-parallel axis size; -1: the rest")
 
   c.sharding = ml_collections.ConfigDict()
   c.sharding.rules = DEFAULT_RULES
@@ -245,9 +261,9 @@ def base_config():
   c.task.pooling = "family"
 
   c.sample = ml_collections.ConfigDict()
-  c.sample.num_prompts = 3
-  c.sample.prompt_tokens = 32
-  c.sample.new_tokens = 48
-  c.sample.temperature = 0.7  # 0 for greedy
-  c.sample.seed = 0
+  c.sample.num_prompts = Num(3, "[0, inf)", "validation prompts continued at the end; 0: none")
+  c.sample.prompt_tokens = Num(32, "[1, inf)", "tokens of each prompt")
+  c.sample.new_tokens = Num(48, "[1, inf)", "tokens sampled after each prompt")
+  c.sample.temperature = Num(0.7, "[0, inf)", "sampling temperature; 0: greedy")
+  c.sample.seed = Num(0, "[0, 2147483647]", "seed of the sampling")
   return c

@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Module names under configs/ ("gpt_tiny", "compare.decoder_lm").
 CONFIG_FILES = sorted(os.path.relpath(p, os.path.join(ROOT, "configs"))[:-3].replace(os.sep, ".")
                       for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
-                      if not p.endswith(("__init__.py", "common.py")))
+                      if not p.endswith(("__init__.py", "common.py", "fields.py")))
 # Parameter counts of the published models as HF `transformers` builds them
 # (tests/test_convert_hf.py checks each against transformers itself).
 PUBLISHED = {"bert_base": 109_514_298, "gpt_small": 124_439_808, "t5_base": 222_903_552,

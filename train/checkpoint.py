@@ -10,7 +10,14 @@ state restores onto any mesh and host count; the data position on another host
 count only with `config.data.shard_by="rows"`, where every host's position is
 the same (input_pipeline.py), so process 0's is used. Any other mismatch is a
 HostCountError, and the checkpoint stays where it is.
+
+A save that cannot be written (no space left, a read-only or vanished directory, now or
+in the background write of the save before) raises CheckpointWriteError: the run stops,
+the finished checkpoints before it stay, and the half-written one is never picked (orbax
+lists only finished steps, and replaces the unfinished directory when the step is saved
+again).
 """
+import contextlib
 import glob
 import json
 import os
@@ -25,6 +32,8 @@ from jax.experimental import multihost_utils
 import ml_collections
 import orbax.checkpoint as ocp
 
+from train import workdir_lock
+
 
 def directory(workdir: str) -> str:
   """Where a run's checkpoints live inside its workdir."""
@@ -35,14 +44,20 @@ class HostCountError(ValueError):
   """A whole checkpoint whose data position cannot continue on this many hosts."""
 
 
+class CheckpointWriteError(RuntimeError):
+  """A checkpoint could not be written; the finished ones before it are intact."""
+
+
 class Checkpointer:
   """Async checkpoints {'state', 'data_iter', 'config'} per step: the last `keep`, plus every
   multiple of `keep_every` (if set) for good."""
 
   def __init__(self, workdir: str, every: int, keep: int, keep_every: int = 0,
-               shard_by: str = "documents"):
+               shard_by: str = "documents", lock=None):
     self.workdir = workdir
     self.shard_by = shard_by  # config.data.shard_by: "rows" resumes on any host count
+    self.lock = lock  # the run's WorkdirLock (train/workdir_lock.py), checked before each save
+    self._last_save = 0  # the step of the latest save started
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=every, max_to_keep=keep, keep_period=keep_every or None,
         enable_async_checkpointing=True, create=True)
@@ -53,20 +68,70 @@ class Checkpointer:
                        "config": ocp.JsonCheckpointHandler()})
 
   @classmethod
-  def for_run(cls, workdir: str, config: ml_collections.ConfigDict) -> "Checkpointer":
+  def for_run(cls, workdir: str, config: ml_collections.ConfigDict,
+              lock=None) -> "Checkpointer":
     t = config.train
     return cls(workdir, t.checkpoint_every, t.keep_checkpoints, t.keep_checkpoints_every,
-               config.data.shard_by)
+               config.data.shard_by, lock)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
   def save(self, step: int, state, data_iter, config: ml_collections.ConfigDict, *,
            force: bool = False) -> bool:
-    """Saves if `step` is on the interval (or `force`); returns whether it saved."""
-    return self.manager.save(step, force=force, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter),
-        config=ocp.args.JsonSave(json.loads(config.to_json()))))
+    """Saves if `step` is on the interval (or `force`); returns whether it saved.
+
+    Raises CheckpointWriteError if this save, or the background write of the one
+    before, fails."""
+    if not (force or self.manager.should_save(step)):
+      return False
+    with self._stopping_on_write_errors(step):
+      if self.lock is not None:
+        self.lock.check_held()
+      self._probe_writable()
+      saved = self.manager.save(step, force=force, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data_iter=grain.checkpoint.CheckpointSave(data_iter),
+          config=ocp.args.JsonSave(json.loads(config.to_json()))))
+    self._last_save = step if saved else self._last_save
+    return saved
+
+  def _probe_writable(self) -> None:
+    """Writes and removes one byte where the step goes: a read-only directory fails here, in
+    this thread (orbax 0.12 waits forever for a directory its background thread failed to
+    make), and a full disk or a vanished directory before anything is half-written."""
+    probe = os.path.join(directory(self.workdir), f".write_probe.{jax.process_index()}")
+    with open(probe, "wb") as f:
+      f.write(b"\0")
+      f.flush()
+      os.fsync(f.fileno())
+    os.remove(probe)
+
+  @contextlib.contextmanager
+  def _stopping_on_write_errors(self, step: int):
+    """Turns any failure to write (orbax and tensorstore raise many types) into one
+    CheckpointWriteError naming the step, the cause and what is intact."""
+    try:
+      yield
+    except workdir_lock.WorkdirLost:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      cause = " ".join(str(e).split())  # one line; tensorstore's end with the OS's reason
+      cause = cause if len(cause) <= 300 else f"{cause[:100]} ... {cause[-200:]}"
+      finished = self._finished_steps()
+      intact = (f"the checkpoint of step {max(finished)} is intact and a rerun resumes from it"
+                if finished else "no earlier checkpoint was finished")
+      raise CheckpointWriteError(
+          f"could not write the checkpoint of step {step} in {directory(self.workdir)} "
+          f"({type(e).__name__}: {cause}); {intact}. Free space or make the directory "
+          "writable, then rerun the same command") from None
+
+  def _finished_steps(self) -> list[int]:
+    """Steps whose checkpoint directory was finished (renamed from its temporary name)."""
+    try:
+      return [int(n) for n in os.listdir(directory(self.workdir)) if n.isdigit()]
+    except OSError:
+      return []
 
   def restore(self, step: int, abstract_state, shardings, data_iter=None):
     """The state at `step`, laid out by `shardings`; a given `data_iter` moves to where it was.
@@ -142,6 +207,8 @@ class Checkpointer:
     return self.manager.reached_preemption(step)
 
   def close(self) -> None:
-    """Waits for pending async saves, then releases the manager."""
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Waits for pending async saves, then releases the manager; raises
+    CheckpointWriteError if the last save's background write failed."""
+    with self._stopping_on_write_errors(self._last_save):
+      self.manager.wait_until_finished()
+      self.manager.close()

@@ -1,6 +1,7 @@
 """The documents and tokenizer of a config: the one loader the trainer, evaluation and tools share."""
 import contextlib
 import dataclasses
+import hashlib
 import os
 
 import ml_collections
@@ -23,6 +24,14 @@ class Data:
 
   def documents(self, split: str):
     return self.source.split(split)
+
+  def fingerprint(self) -> dict:
+    """The source's fingerprint and the tokenizer's (its file's hash): what a resume must
+    find unchanged (train/data_fingerprint.py)."""
+    with open(self.tokenizer_path, "rb") as f:
+      digest = hashlib.sha256(f.read()).hexdigest()
+    return {"source": self.source.fingerprint(),
+            "tokenizer": {"file": os.path.basename(self.tokenizer_path), "sha256": digest}}
 
   def sample_texts(self) -> list[str]:
     """The train split's bounded sample (read once): what the tokenizer and the unigram

@@ -30,6 +30,7 @@ class Experiment:
 
   def __init__(self, config: ml_collections.ConfigDict, devices=None, *, mesh=None):
     self.config = config
+    validation.check_fields(config)  # before the mesh reads its sizes
     self.mesh = sharding.make_mesh(config.mesh, devices) if mesh is None else mesh
     self.rules = sharding.rules(config)
     validation.validate(config, sharding.batch_divisor(self.mesh, self.rules))

@@ -4,7 +4,8 @@
       [--config.train.num_steps=1000 ...] [--mode=eval]
 
 Rerunning the same command on the same workdir resumes from its latest checkpoint.
-Exit codes: 0 done, 1 bad input or a non-finite loss (one line on stderr),
+Exit codes: 0 done, 1 bad input, a workdir another run holds, a non-finite loss or a
+checkpoint that could not be written (one line on stderr),
 75 preempted after saving a checkpoint (rerun to resume).
 
 On a Cloud TPU pod, jax.distributed finds its peers by itself. Elsewhere, start
@@ -19,7 +20,7 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from train import cli, guards, report, trainer
+from train import checkpoint, cli, guards, report, trainer, workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -30,6 +31,9 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for multi-host runs off Cloud TPU.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of host processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This host's index.")
+_ACCEPT_CHANGED_DATA = flags.DEFINE_bool(
+    "accept_changed_data", False, "Resume even though the data differs from what the run "
+    "began with (the change is recorded in workdir/data_fingerprint.json).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -43,8 +47,10 @@ def main(argv):
     if _MODE.value == "eval":
       print(json.dumps(trainer.evaluate_workdir(_CONFIG.value, _WORKDIR.value), indent=2))
       return
-    summary = trainer.train(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, guards.NonFiniteError) as e:  # bad input, divergence: one line
+    summary = trainer.train(_CONFIG.value, _WORKDIR.value,
+                            accept_changed_data=_ACCEPT_CHANGED_DATA.value)
+  except (ValueError, OSError, guards.NonFiniteError, checkpoint.CheckpointWriteError,
+          workdir_lock.WorkdirLost) as e:  # bad input, divergence, a failed read or write
     sys.exit(f"error: {e}")
   except guards.Preempted as e:
     logging.warning("%s", e)

@@ -37,7 +37,9 @@ class DocumentSource(Protocol):
     """The documents of split `name` ("train", "validation"), each {"text": ...}."""
 
   def fingerprint(self) -> dict:
-    """JSON: exactly the data it reads (files with sizes and mtimes, or TFDS splits)."""
+    """What `split` reads, as JSON (after `prepare`): files with their sizes and mtimes, or
+    a dataset's name, version and split sizes. The same for the same data; different when
+    a file changes (train/data_fingerprint.py compares it on resume)."""
 
 
 class BuiltFiles:
@@ -56,6 +58,17 @@ class BuiltFiles:
     if self._builder is None:
       raise RuntimeError("call prepare(data_dir) before reading a split")
     return self._builder.as_data_source(name)
+
+  def fingerprint(self) -> dict:
+    """The raw files (path: [bytes, mtime]) and the built splits the run reads (cached
+    under data_dir by cache_key, so a rebuild elsewhere fingerprints the same)."""
+    if self._builder is None:
+      raise RuntimeError("call prepare(data_dir) before fingerprinting")
+    files = {}
+    for path in self.files.paths:
+      stat = os.stat(os.path.join(self.files.root, path))
+      files[path] = [stat.st_size, int(stat.st_mtime)]
+    return {"root": self.files.root, "files": files, "built": _split_sizes(self._builder)}
 
 
 class TextField:
@@ -131,10 +144,9 @@ class PreparedTfds:
                        "validation_split") from None
 
   def fingerprint(self) -> dict:
-    splits = self.builder.info.splits
-    return {"tfds": self.name, "version": str(self._builder.info.version),
+    return {"tfds": self.name, "version": str(self.builder.info.version),
             "data_dir": str(self._builder.data_dir), "text_key": self.text_key,
-            "splits": {name: splits[name].num_examples for name in sorted(splits)}}
+            "splits": _split_sizes(self._builder)}
 
 
 def check_bucket_reads(url: str, field: str) -> None:
@@ -156,6 +168,12 @@ def check_bucket_reads(url: str, field: str) -> None:
     raise ValueError(f"{field}={url!r}: the installed ArrayRecord cannot read {protocol}:// "
                      "paths; copy the data to a local disk (gcloud storage cp -r) or mount the "
                      "bucket with gcsfuse and give the local path")
+
+
+def _split_sizes(builder) -> dict:
+  """{split: {"examples": n, "bytes": n}} as the dataset's info records them."""
+  return {name: {"examples": info.num_examples, "bytes": info.num_bytes}
+          for name, info in sorted(builder.info.splits.items())}
 
 
 def _name_and_split(spec: str) -> tuple[str, str]:

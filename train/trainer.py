@@ -14,7 +14,8 @@ import jax
 import ml_collections
 
 from train import data as data_lib
-from train import evaluation, guards, hardware, sharding, sources, validation
+from train import data_fingerprint
+from train import evaluation, guards, hardware, sharding, sources, validation, workdir_lock
 from train.checkpoint import Checkpointer
 from train.experiment import Experiment
 from train.init_from import InitFrom, latest_state
@@ -56,9 +57,10 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
               phase_seconds=_rounded(timer))
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the summary."""
-  timer = PhaseTimer()
+def train(config: ml_collections.ConfigDict, workdir: str, *,
+          accept_changed_data: bool = False) -> dict:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the summary.
+  A resume on data other than the run began with stops, unless `accept_changed_data`."""
   # ---------------------------------------------------------------- checks
   # Everything that can be wrong with the flags fails here, before any
   # corpus is built, anything is compiled or the workdir is touched.
@@ -67,6 +69,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # A run that has a checkpoint resumes from it and never reads init_from again.
   init_from = (InitFrom.check(config.init_from, experiment.abstract_params)
                if config.init_from and latest_state(workdir) is None else None)
+  # One run writes a workdir: a second one (on this host index) stops here.
+  with workdir_lock.WorkdirLock(workdir, jax.process_index()) as lock:
+    return _train_locked(experiment, source, workdir, lock, accept_changed_data, init_from)
+
+
+def _train_locked(experiment: Experiment, source: sources.DocumentSource, workdir: str,
+                  lock: workdir_lock.WorkdirLock, accept_changed_data: bool,
+                  init_from: InitFrom | None) -> dict:
+  """train()'s run, in a workdir this process holds."""
+  config, timer = experiment.config, PhaseTimer()
   mesh, task = experiment.mesh, experiment.task
   logging.info("Mesh %s over %d devices, %d hosts.", dict(mesh.shape), mesh.size,
                jax.process_count())
@@ -76,6 +88,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # before the workdir is written.
   data = data_lib.load(config, timer, source)
   validation.check_workdir_config(workdir, config)
+  data_fingerprint.check(workdir, data.fingerprint(), accept_changed_data)
   train_iter = iter(task.dataset(data.documents("train"), data.tokenizer, train=True))
   with timer("eval_data"):
     eval_batches = list(task.dataset(data.documents("validation"), data.tokenizer, train=False))
@@ -94,7 +107,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # whatever mesh wrote it), so a fine-tuning run resumes and never reloads init_from;
   # (2) the init-from checkpoint's parameters (config.init_from) over a fresh state;
   # (3) a fresh init from the seed.
-  checkpointer = Checkpointer.for_run(workdir, config)
+  checkpointer = Checkpointer.for_run(workdir, config, lock)
   with timer("init_or_restore"):
     latest, state = checkpointer.restore_latest_readable(
         experiment.abstract_state, experiment.state_shardings, train_iter)

@@ -6,7 +6,7 @@ import os
 import jax
 import ml_collections
 
-from configs import common
+from configs import common, fields
 from model import model_config
 from model.config import REMOVED
 from train import objectives
@@ -21,32 +21,38 @@ RESUMABLE_CHANGES = {"data.data_dir", "data.num_threads", "train.log_every",
                      "sharding.rules"}
 
 
+def check_fields(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the field, its value and the values it admits, for the first
+  numeric field outside the range configs/common.py declares for it. Reads nothing else."""
+  fields.check(config, common.numeric_fields())
+
+
 def validate(config: ml_collections.ConfigDict, batch_divisor: int) -> None:
-  """Raises ValueError naming the field and the fix for a config that cannot run (the task
+  """Raises ValueError naming the field and the fix for a config, its fields already in
+  their ranges (check_fields), whose fields do not fit each other or the mesh (the task
   checks its own fields: train/tasks.py)."""
   model_config(config)
   objectives.make(config)  # an unknown objective, or one the family cannot train
-  t = config.train
-  for name in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
-               "keep_checkpoints"):
-    if t[name] < 1:
-      raise ValueError(f"config.train.{name}={t[name]} must be a positive integer")
+  t, o = config.train, config.optim
+  if o.warmup_steps > t.num_steps:
+    raise ValueError(f"config.optim.warmup_steps={o.warmup_steps} exceeds config.train.num_steps="
+                     f"{t.num_steps}: the learning rate would never reach its peak; use at most "
+                     f"{t.num_steps}")
+  if t.inject_nan_at_step > t.num_steps:
+    raise ValueError(f"config.train.inject_nan_at_step={t.inject_nan_at_step} is after the last "
+                     f"step, config.train.num_steps={t.num_steps}; use -1 or a step up to it")
+  if t.keep_checkpoints_every % t.checkpoint_every:
+    raise ValueError(f"config.train.keep_checkpoints_every={t.keep_checkpoints_every} is not a "
+                     f"multiple of config.train.checkpoint_every={t.checkpoint_every}, so no "
+                     "checkpoint would be kept by it; use a multiple, or 0")
   if config.data.shard_by not in ("documents", "rows"):
     raise ValueError(f"config.data.shard_by={config.data.shard_by!r} is not 'documents' or "
                      "'rows'")
-  if config.data.seq_len < 4:
-    raise ValueError(f"config.data.seq_len={config.data.seq_len} must be at least 4")
-  n = config.noise
-  for name in ("mlm_rate", "noise_density"):
-    if not 0.0 < n[name] < 1.0:
-      raise ValueError(f"config.noise.{name}={n[name]} must be in (0, 1)")
-  if n.mean_span_length < 1.0:
-    raise ValueError(f"config.noise.mean_span_length={n.mean_span_length} must be >= 1")
   shards = math.lcm(batch_divisor, jax.process_count())
   if t.batch_size % shards:
     raise ValueError(f"config.train.batch_size={t.batch_size} does not divide into the {shards} "
                      "batch shards of the mesh and hosts; use a multiple of it")
-  if t.microbatches < 1 or t.batch_size % (shards * t.microbatches):
+  if t.batch_size % (shards * t.microbatches):
     raise ValueError(f"config.train.microbatches={t.microbatches} must divide each of the "
                      f"{shards} batch shards of config.train.batch_size={t.batch_size}; use a "
                      f"divisor of {t.batch_size // shards}")
