@@ -122,6 +122,18 @@ def test_bad_flags_are_one_line_errors():
   assert config.optim.learning_rate == 3e-3
 
 
+def test_a_bad_fine_tuning_setting_stops_before_any_run(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "tools.compare", "run", "--configs=configs/gpt_tiny.py",
+       f"--out={tmp_path}", "--finetune=stdlib_package", "--finetune_override=train.num_steps=3"],
+      cwd=ROOT, capture_output=True, text=True)
+  assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: config.optim.warmup_steps=15 exceeds config.train.num_steps=3: the learning rate "
+      "would never reach its peak; use at most 3")
+  assert not (tmp_path / "runs").exists()
+
+
 CONFIG_FILE = """from pathlib import Path
 from tests.conftest import tiny_config
 
@@ -141,24 +153,36 @@ def test_run_then_read_two_tiny_configs(text_dir, data_dir, tmp_path):
   run = subprocess.run(
       [sys.executable, "-m", "tools.compare", "run", f"--configs={files[0]},{files[1]}",
        f"--out={out}", "--budget=tokens:512", "--seeds=3", "--evals=2",
-       "--override=sample.num_prompts=0"], cwd=ROOT, capture_output=True, text=True)
+       "--override=sample.num_prompts=0", "--finetune=stdlib_package",
+       *[f"--finetune_override={o}" for o in ("train.num_steps=3", "optim.warmup_steps=1",
+                                              "train.batch_size=4",
+                                              "train.eval_batches=2", "data.seq_len=32")]],
+      cwd=ROOT, capture_output=True, text=True)
   assert run.returncode == 0, run.stderr[-3000:]
   made = sorted(os.listdir(out / "runs"))
-  assert made == ["bert_tiny-tokens512-seed3", "gpt_tiny-tokens512-seed3"]
+  assert made == ["bert_tiny-tokens512-seed3", "bert_tiny-tokens512-seed3-ft-stdlib_package",
+                  "gpt_tiny-tokens512-seed3", "gpt_tiny-tokens512-seed3-ft-stdlib_package"]
+  made = made[::2]
   first = json.loads((out / "table.json").read_text())
   assert [(r["label"], r["family"], r["objective"], r["seeds"], r["tokens_seen"], r["group"])
           for r in first["rows"]] == [
       ("gpt_tiny-tokens512", "decoder", "causal_lm", 1, 512, "A"),
       ("bert_tiny-tokens512", "encoder", "mlm", 1, 512, "B")]
   assert all(r["finished"] and r["bits_per_byte"] > 0 for r in first["rows"])
+  # Both fine-tuned on the built-in task: its accuracy, in [0, 1], beside the majority's.
+  for r in first["rows"]:
+    assert 0 <= r["downstream.stdlib_package accuracy"] <= 1, r
+    assert 0 < r["downstream.stdlib_package majority"] < 1, r
   assert all(os.path.getsize(p) > 10_000 for p in first["plots"])
   read = subprocess.run(
       [sys.executable, "-m", "tools.compare", "read", f"--out={tmp_path / 'read'}",
+       "--finetune=stdlib_package",
        "--workdirs=" + ",".join(str(out / "runs" / m) for m in made)],
       cwd=ROOT, capture_output=True, text=True)
   assert read.returncode == 0, read.stderr[-3000:]
   again = json.loads((tmp_path / "read" / "table.json").read_text())
   # The same figures; group letters follow the order the workdirs are given in.
-  key = lambda rows: sorted((r["label"], r["bits_per_byte"], r["eval_loss"]) for r in rows)
+  key = lambda rows: sorted((r["label"], r["bits_per_byte"], r["eval_loss"],
+                             r["downstream.stdlib_package accuracy"]) for r in rows)
   assert key(again["rows"]) == key(first["rows"])
   assert len({r["group"] for r in again["rows"]}) == 2

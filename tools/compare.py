@@ -15,6 +15,12 @@ validation bits per byte against tokens, FLOPs and wall time per comparability g
 sizes, fit.json and loss_vs_params.png (L(N) = E + A / N^alpha), plus isoflop.png when
 several FLOP budgets each span three sizes (tools/scaling.py).
 
+Downstream (`--finetune=TASK[,TASK...]`, built-in tasks of train/task_data.py such as
+stdlib_package): every pretrained run is then fine-tuned on each task from its final
+checkpoint with the same budget (configs/common.finetuning: steps, batch, learning rate),
+in the workdir `<run>-ft-<TASK>` beside it, and the table gains the task's accuracy and
+macro-F1 (`read` looks for those workdirs too). Task metrics compare across objectives.
+
 Budgets (`--budget=KIND:VALUE[,VALUE...]`) set `train.num_steps` per run: `tokens` and
 `flops` (training FLOPs by the model's own count, the figure MFU uses) divide by what one
 step takes; `seconds` divides by the train step's time measured here before the run
@@ -29,10 +35,12 @@ import os
 import statistics
 
 from absl import app, flags, logging
+from etils import epath
 import ml_collections
 
+from configs import common
 from tools import compare_plots, compare_runs, scaling
-from train import cli, guards
+from train import cli, guards, task_data
 from train.experiment import Experiment
 
 FLAGS = flags.FLAGS
@@ -140,19 +148,51 @@ def planned_runs(base: dict[str, ml_collections.ConfigDict], overrides: list[str
   return runs
 
 
-def train_runs(runs, runs_dir: str) -> list[str]:
-  """Trains each planned run in runs_dir/<name> (a finished one is left as it is)."""
+def train_all(plans: list[tuple[ml_collections.ConfigDict, str]]) -> None:
+  """Trains each (config, workdir) in turn; a finished workdir is left as it is, an
+  interrupted one resumes."""
   from train import trainer
-  workdirs = []
-  for i, (name, config, _) in enumerate(runs):
-    workdir = os.path.join(runs_dir, name)
-    workdirs.append(workdir)
+  for i, (config, workdir) in enumerate(plans):
+    name = os.path.basename(workdir)
     if os.path.exists(os.path.join(workdir, "summary.json")):
-      logging.info("[%d/%d] %s: finished before, kept", i + 1, len(runs), name)
+      logging.info("[%d/%d] %s: finished before, kept", i + 1, len(plans), name)
       continue
-    logging.info("[%d/%d] %s: %d steps", i + 1, len(runs), name, config.train.num_steps)
+    logging.info("[%d/%d] %s: %d steps", i + 1, len(plans), name, config.train.num_steps)
     trainer.train(config, workdir)
-  return workdirs
+
+
+def finetune_workdir(workdir: str, task: str) -> str:
+  """Where the fine-tuning of the run in `workdir` on `task` lives: beside it."""
+  return f"{workdir.rstrip('/')}-ft-{task}"
+
+
+def finetune_config(pretrained: ml_collections.ConfigDict, task: str, workdir: str,
+                    overrides: list[str] = ()) -> ml_collections.ConfigDict:
+  """The pretrained run's config fine-tuned on built-in `task` from `workdir`'s checkpoint,
+  with the same budget for every run (configs/common.finetuning, then `overrides`)."""
+  c = ml_collections.ConfigDict(pretrained.to_dict())
+  common.finetuning(c, None)
+  c.task.data = task
+  c.model.num_classes = len(task_data.class_names(task, ""))
+  c.init_from = workdir
+  for override in overrides:
+    name, _, text = override.partition("=")
+    set_field(c, name, text)
+  Experiment(c)  # checked before any run starts
+  return c
+
+
+def downstream(workdir: str, tasks: list[str]) -> dict:
+  """{"TASK accuracy": ..., "TASK macro_f1": ...} of the run's fine-tunings that finished."""
+  metrics = {}
+  for task in tasks:
+    path = epath.Path(finetune_workdir(workdir, task)) / "summary.json"
+    if path.exists():
+      summary = json.loads(path.read_text())
+      metrics.update({f"{task} {name}": summary[f"final_{name}"]
+                      for name in ("accuracy", "macro_f1") if f"final_{name}" in summary})
+      metrics[f"{task} majority"] = summary.get("majority_accuracy")
+  return metrics
 
 
 def write_outputs(runs: list[compare_runs.Run], out: str, budgets: dict | None = None) -> dict:
@@ -219,14 +259,22 @@ def main(argv):
               for p in FLAGS.configs}
       runs = planned_runs(base, FLAGS.override, FLAGS.sweep, FLAGS.budget,
                           [int(s) for s in FLAGS.seeds], FLAGS.evals)
-      workdirs = train_runs(runs, os.path.join(FLAGS.out, "runs"))
+      workdirs = [os.path.join(FLAGS.out, "runs", name) for name, _, _ in runs]
+      # Every config, fine-tunings included, is checked before the first run starts.
+      finetunes = [(finetune_config(config, task, workdir, FLAGS.finetune_override),
+                    finetune_workdir(workdir, task))
+                   for (_, config, _), workdir in zip(runs, workdirs) for task in FLAGS.finetune]
+      train_all([(config, w) for (_, config, _), w in zip(runs, workdirs)] + finetunes)
       budgets = {w: b for w, (_, _, b) in zip(workdirs, runs)
                  if FLAGS.budget.startswith("flops:")}
     else:
       if not FLAGS.workdirs:
         raise ValueError("read needs --workdirs=a,b (local or gs:// paths)")
       workdirs = FLAGS.workdirs
-    result = write_outputs([compare_runs.read_run(w) for w in workdirs], FLAGS.out, budgets)
+    read = [compare_runs.read_run(w) for w in workdirs]
+    for run in read:
+      run.downstream = downstream(run.workdir, FLAGS.finetune)
+    result = write_outputs(read, FLAGS.out, budgets)
   except (ValueError, guards.NonFiniteError) as e:  # bad input, a diverged run: one line
     raise SystemExit(f"error: {e}")
   except guards.Preempted as e:  # the run saved its step; the same command resumes it
@@ -248,6 +296,10 @@ def define_flags() -> None:
   flags.DEFINE_string("budget", "", "run: tokens|flops|seconds:VALUE[,VALUE...] per run.")
   flags.DEFINE_list("seeds", ["0"], "run: seeds of each configuration.")
   flags.DEFINE_integer("evals", 8, "run: evaluations per run (the curves' points).")
+  flags.DEFINE_list("finetune", [], "Built-in tasks to fine-tune every run on (run), or whose "
+                    "fine-tunings to read beside each workdir (read).")
+  flags.DEFINE_multi_string("finetune_override", [], "run: FIELD=VALUE set on every "
+                            "fine-tuning config (the same for all runs).")
   flags.mark_flag_as_required("out")
 
 

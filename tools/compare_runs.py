@@ -211,6 +211,9 @@ def markdown(rows: list[dict], groups: dict) -> str:
                "scoring the same held-out text.")
   lines += [f"- {letter}: " + ", ".join(f"{k}={v}" for k, v in what.items())
             for letter, what in groups.items()]
+  if any(k.startswith("downstream.") for r in rows for k in r):
+    lines.append("- Fine-tuned task metrics (the columns after `token acc.`) compare across "
+                 "all rows: every run was fine-tuned on the same task with the same budget.")
   if any(r.get("vs_best") == "tie" for r in rows):
     lines.append("- tie: the gap to the group's best is within the seeds' spread (stdev).")
   return "\n".join(lines) + "\n"
