@@ -70,7 +70,7 @@ def test_a_freeze_pattern_that_matches_nothing_fails_in_one_line(text_dir, data_
 def test_init_from_a_converted_directory_loads_matching_names(text_dir, data_dir, tmp_path):
   """An encoder saved without token types: the new model's token-type table starts fresh."""
   source = tiny_config(text_dir, data_dir, "bert_tiny")
-  saved = Experiment(source).create_state(seed=7).params
+  saved = saved_tree = Experiment(source).create_state(seed=7).params
   pretrained.save_params(str(tmp_path / "converted"), source, saved)
   config = tiny_config(text_dir, data_dir, "bert_tiny")
   config.model.num_token_types = 2
@@ -87,7 +87,7 @@ def test_init_from_a_converted_directory_loads_matching_names(text_dir, data_dir
   # A workdir's checkpoint as the trainer lays it out (checkpoints/<step>/state).
   saver = ocp.StandardCheckpointer()
   saver.save(str(tmp_path / "run" / "checkpoints" / "2" / "state"),
-             Experiment(source).create_state(seed=7))
+             {"step": jax.numpy.int32(2), "params": saved_tree})
   saver.wait_until_finished()
   plan = InitFrom.check(str(tmp_path / "run"), experiment.abstract_params)
   assert plan.under == ("params",) and plan.new == ("token_types/table",)
@@ -304,54 +304,14 @@ def test_lora_exported_to_peft_gives_our_logits_in_transformers(text_dir, data_d
   convert_hf.export_hf(str(tmp_path / "base"), str(tmp_path / "hf"))
   export_lora.write_peft(str(tmp_path / "peft"), experiment.model_cfg, params)
   hf_model = transformers.BertForMaskedLM.from_pretrained(str(tmp_path / "hf")).eval()
-  adapted_hf = peft.PeftModel.from_pretrained(hf_model, str(tmp_path / "peft")).eval()
   ids = np.random.default_rng(0).integers(5, 600, (2, 12)).astype(np.int32)
   with torch.no_grad():
+    base = hf_model(input_ids=torch.tensor(ids).long()).logits.numpy()
+    adapted_hf = peft.PeftModel.from_pretrained(hf_model, str(tmp_path / "peft")).eval()
     theirs = adapted_hf(input_ids=torch.tensor(ids).long()).logits.numpy()
   rows = np.ones_like(ids)
   ours = np.asarray(nnx.merge(experiment.graphdef, params)(
       ids, np.broadcast_to(np.arange(12, dtype=np.int32), ids.shape), rows))
-  assert float(np.abs(ours - base_logits(base_config, params, ids)).max()) > 1e-2
+  assert float(np.abs(theirs - base).max()) > 1e-2  # the adapters were loaded, and matter
   # fp32 on both sides, different summation orders (torch vs XLA): ~1e-5 on logits of ~1.
   np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=1e-4)
-
-
-def base_logits(config, params, ids):
-  experiment = Experiment(config)
-  return np.asarray(nnx.merge(experiment.graphdef, params_without_adapters(params))(
-      ids, np.broadcast_to(np.arange(ids.shape[1], dtype=np.int32), ids.shape),
-      np.ones_like(ids)))
-
-
-def test_a_prepared_tfds_pair_task_is_read_without_downloading(text_dir, data_dir, tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
-
-  class TinyPairs(tfds.core.GeneratorBasedBuilder):
-    """Two labelled sentence pairs a split, as GLUE's MRPC lays them out."""
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-          "sentence1": tfds.features.Text(), "sentence2": tfds.features.Text(),
-          "label": tfds.features.ClassLabel(names=["not_equivalent", "equivalent"])}))
-
-    def _split_generators(self, dl_manager):
-      return {split: self._generate_examples(split) for split in ("train", "validation")}
-
-    def _generate_examples(self, split):
-      for i in range(2):
-        yield i, {"sentence1": f"{split} a{i}", "sentence2": f"b{i}", "label": i}
-
-  TinyPairs(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
-  config = _classifier_config(text_dir, data_dir, data="tfds:tiny_pairs", classes=2)
-  config.task.tfds_data_dir, config.task.tfds_text = str(tmp_path), "sentence1,sentence2"
-  task = Experiment(config).task
-  assert task.classes == ("not_equivalent", "equivalent")
-  assert sorted((e["text"], e["text_b"], e["label"]) for e in task.examples("validation")) == [
-      ("validation a0", "b0", 0), ("validation a1", "b1", 1)]
-  config.task.tfds_text = "sentence1,question"
-  with pytest.raises(ValueError, match="tfds_text: 'question' is not a feature of 'tiny_pairs'"):
-    Experiment(config)
-  config.task.data = "tfds:glue/sst2"
-  with pytest.raises(ValueError, match="'glue/sst2' is not prepared in .* never downloads"):
-    Experiment(config)
