@@ -28,7 +28,9 @@ from configs import common
 from train import cli, main
 from train.experiment import Experiment
 
-OUTCOMES = ("trained", "refused", "error_after_compile", "traceback")
+# stopped_by_guard: a valid config whose training met a non-finite loss (as
+# train.inject_nan_at_step asks) and stopped in one line, as train/guards.py designs.
+OUTCOMES = ("trained", "refused", "stopped_by_guard", "error_after_compile", "traceback")
 # The tiny run every draw starts from: seconds per compile on a 2-core CPU.
 BASE = {"model.num_layers": 1, "model.embed_dim": 16, "model.num_heads": 1, "model.head_dim": 16,
         "model.mlp_dim": 32, "model.max_length": 16, "data.seq_len": 16, "data.vocab_size": 640,
@@ -173,9 +175,11 @@ def fuzz(count: int, seed: int, root: str, valid_share: float = 0.15, log=print)
       compiled.clear()
       try:
         code, message = run_main(argv)
-        outcome = ("trained" if code == 0 else "error_after_compile" if compiled
-                   else "refused" if message.startswith("error: ") and "\n" not in message
-                   else "traceback")
+        one_line = message.startswith("error: ") and "\n" not in message
+        outcome = ("trained" if code == 0
+                   else "stopped_by_guard" if one_line and message.startswith("error: non-finite")
+                   else "error_after_compile" if compiled
+                   else "refused" if one_line else "traceback")
       except Exception as e:  # pylint: disable=broad-except
         outcome, message = "traceback", f"{type(e).__name__}: {e}"
       records.append({"overrides": overrides, "outcome": outcome, "message": message})

@@ -172,7 +172,7 @@ def check_bucket_reads(url: str, field: str) -> None:
 
 def _split_sizes(builder) -> dict:
   """{split: {"examples": n, "bytes": n}} as the dataset's info records them."""
-  return {name: {"examples": info.num_examples, "bytes": info.num_bytes}
+  return {name: {"examples": int(info.num_examples), "bytes": int(info.num_bytes)}
           for name, info in sorted(builder.info.splits.items())}
 
 
