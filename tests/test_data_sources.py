@@ -122,6 +122,8 @@ def test_bad_sources_fail_in_one_line(raw, tmp_path, data_dir):
       (f"jsonl:{empty}", {}, r"holds no jsonl documents \(an empty shard\)"),
       ("tfds:not_built_here", {"tfds_data_dir": str(tmp_path)},
        r"not prepared in .*`tfds build not_built_here --file_format=array_record"),
+      ("tfds:x", {"tfds_data_dir": "s3://b/tfds"},
+       r"'s3://b/tfds': (cannot list s3:// here|the installed ArrayRecord cannot read s3://)"),
       ("stdlib", {"mixture": (("stdlib", -1.0),)}, r"weight -1.0 of 'stdlib' must be a finite"),
       ("stdlib", {"mixture": (("stdlib", 0.0), ("stdlib", 0))}, r"the weights are all zero"),
   ]
