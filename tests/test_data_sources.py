@@ -136,7 +136,7 @@ def test_bad_sources_fail_in_one_line(raw, tmp_path, data_dir):
   assert [f for _, _, files in os.walk(tmp_path / "unused") for f in files] == []
 
 
-class TriformTestDocs(tfds.core.GeneratorBasedBuilder):
+class TriformTestDocs(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """A TFDS dataset with its own split and feature names, built in the test."""
   VERSION = tfds.core.Version("1.0.0")
   DOCS: list[str] = []
