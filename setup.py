@@ -23,6 +23,13 @@ setuptools.setup(
         "ml-collections>=1.1,<2",
         "tensorboardX>=2.6.2,<3",
         "numpy>=1.26,<3",
+        # Real data (train/records.py, train/hf_tokenizer.py): JSONL / Parquet over fsspec,
+        # gs:// through gcsfs, .zst files, HF tokenizer.json.
+        "fsspec>=2024.6",
+        "gcsfs>=2024.6",
+        "pyarrow>=16,<27",
+        "zstandard>=0.22,<0.26",
+        "tokenizers>=0.20,<0.24",
         # tensorflow-datasets imports it for builders defined in a package but does not declare it.
         "importlib_resources>=6,<8",
         # Data: HF tokenizer.json files, fsspec paths (gs:// with the gcs extra), Parquet, .zst.

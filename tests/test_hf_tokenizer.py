@@ -11,7 +11,6 @@ import torch
 import transformers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from tests.test_data_sources import _paragraphs
 from tools import convert_hf
 from train import hf_tokenizer
 
@@ -19,6 +18,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SENTINELS = 100
 TEXTS = ["def read(path):\n    return open(path).read()", "  héllo wörld <extra_id_0> x=1",
          "import os, sys  # tabs\tand  spaces"]
+
+
+def _paragraphs(text_dir, limit):
+  """Real text: the first `limit` blank-line separated paragraphs of the test corpus."""
+  docs = []
+  for name in sorted(os.listdir(text_dir)):
+    docs += [p for p in (text_dir / name).read_text().split("\n\n") if p.strip()]
+  return docs[:limit]
 
 
 def _gpt2_tokenizer(texts) -> transformers.PreTrainedTokenizerFast:

@@ -1,7 +1,10 @@
 """grain pipeline: documents -> tokens + EOS -> packed rows -> objective -> per-host batches.
 
 With `shard_by="documents"` (the default, for pods) each host reads only its
-share of the documents (every `shard_count`-th one). With `shard_by="rows"`
+share of the documents: whole ArrayRecord shards of its own where the source has at
+least one per host (train/shards.py), else every `shard_count`-th document. A mixture
+(train/mixture.py) gives its own endless stream, of which each host takes every
+`shard_count`-th example. With `shard_by="rows"`
 every host reads the one global stream and keeps its block of rows of each
 global batch: the batches then do not depend on the number of hosts.
 Shuffling is grain's index shuffle seeded from the config (a different order

@@ -4,7 +4,8 @@ Training reads an endless stream: each part shuffled by the seed and repeated, t
 interleaved by grain's `MapDataset.mix` in the proportions of the weights. Example i of
 the stream is a pure function of (seed, i), so a resumed run reads exactly what it would
 have read, and each source's share of any long stretch is its weight's. Validation mixes
-the parts' finite validation splits the same way.
+the parts' finite validation splits the same way, until the part that runs out first (for
+its weight) ends.
 """
 import hashlib
 import json
