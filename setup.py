@@ -24,7 +24,7 @@ setuptools.setup(
         "tensorboardX>=2.6.2,<3",
         "numpy>=1.26,<3",
         # Real data (train/records.py, train/hf_tokenizer.py): JSONL / Parquet over fsspec,
-        # gs:// through gcsfs, .zst files, HF tokenizer.json.
+        # gs:// through gcsfs (also tools/compare's workdirs), .zst files, HF tokenizer.json.
         "fsspec>=2024.6",
         "gcsfs>=2024.6",
         "pyarrow>=16,<27",
@@ -32,11 +32,6 @@ setuptools.setup(
         "tokenizers>=0.20,<0.24",
         # tensorflow-datasets imports it for builders defined in a package but does not declare it.
         "importlib_resources>=6,<8",
-        # Data: HF tokenizer.json files, fsspec paths (gs:// with the gcs extra), Parquet, .zst.
-        "tokenizers>=0.20,<1",
-        "fsspec>=2024.6",
-        "pyarrow>=15,<28",
-        "zstandard>=0.22,<1",
         # tools/compare: plots and scaling-law fits.
         "matplotlib>=3.8,<4",
         "scipy>=1.11,<2",
@@ -52,7 +47,5 @@ setuptools.setup(
         # --extra-index-url https://download.pytorch.org/whl/cpu.
         "convert": ["torch==2.13.0", "transformers>=5.23,<6", "safetensors>=0.8,<0.9"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
-        # gs:// paths for data sources and tools/compare's workdirs.
-        "gcs": ["gcsfs>=2024.6"],
     },
 )
