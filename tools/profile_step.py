@@ -23,13 +23,7 @@ from absl import app, flags
 from model.attention import causal_block_bounds
 from tools import benchmark
 
-_CONFIG = flags.DEFINE_string("config", "gpt_tiny", "A config name under configs/ or a file.")
-_REFERENCE = flags.DEFINE_bool("reference_shape", True,
-                               "Time the config's family at the benchmark's reference shape.")
-_BATCH = flags.DEFINE_integer("batch_size", 0, "Rows per step (0: the config's).")
-_STEPS = flags.DEFINE_integer("steps", 3, "Traced steps.")
-_TRACE_DIR = flags.DEFINE_string("trace_dir", "/tmp/triform_profile", "Where the trace goes.")
-_TOP = flags.DEFINE_integer("top", 25, "How many ops to list.")
+FLAGS = flags.FLAGS
 
 # `%name = f32[2048,256]{1,0} fusion(...), ..., metadata={op_name="jit(step)/..."`
 _HLO_OP = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = (\S+) .*?op_name="([^"]*)"', re.M)
@@ -85,32 +79,45 @@ def kind(shape: str, op_name: str, vocab_size: int, scores: set[tuple[int, int]]
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = (benchmark.reference_config(_CONFIG.value) if _REFERENCE.value
-            else benchmark.load_config(_CONFIG.value))
+  config = (benchmark.reference_config(FLAGS.config) if FLAGS.reference_shape
+            else benchmark.load_config(FLAGS.config))
   config = benchmark.for_this_machine(config)
-  config.train.batch_size = _BATCH.value or config.train.batch_size
+  config.train.batch_size = FLAGS.batch_size or config.train.batch_size
   timed = benchmark.compile_step(config, benchmark.synthetic_batch(config))
-  with jax.profiler.trace(_TRACE_DIR.value, create_perfetto_trace=True):
-    wall = sum(timed.run() for _ in range(_STEPS.value)) / _STEPS.value
+  with jax.profiler.trace(FLAGS.trace_dir, create_perfetto_trace=True):
+    wall = sum(timed.run() for _ in range(FLAGS.steps)) / FLAGS.steps
   ops = hlo_ops(timed.step.as_text())
-  seconds = op_seconds(_TRACE_DIR.value, ops)
-  per_step = {name: s / _STEPS.value for name, s in seconds.items()}
+  seconds = op_seconds(FLAGS.trace_dir, ops)
+  per_step = {name: s / FLAGS.steps for name, s in seconds.items()}
   total = sum(per_step.values())
   scores = score_shapes(config)
   by_kind = collections.Counter()
   for name, s in per_step.items():
     by_kind[kind(*ops[name], config.data.vocab_size, scores)] += s
-  print(f"{_CONFIG.value}: {wall * 1e3:.1f} ms per traced step; ops sum to {total * 1e3:.1f} ms "
+  print(f"{FLAGS.config}: {wall * 1e3:.1f} ms per traced step; ops sum to {total * 1e3:.1f} ms "
         "(ops on two threads can overlap; tracing slows the step)\n")
   print("| kind | ms per step | share |\n|---|---|---|")
   for k, s in by_kind.most_common():
     print(f"| {k} | {s * 1e3:.1f} | {s / total:.1%} |")
   print("\n| op | ms per step | output | from |\n|---|---|---|---|")
-  for name, s in sorted(per_step.items(), key=lambda kv: -kv[1])[:_TOP.value]:
+  for name, s in sorted(per_step.items(), key=lambda kv: -kv[1])[:FLAGS.top]:
     shape, op_name = ops[name]
     print(f"| {name} | {s * 1e3:.2f} | {shape.split('{')[0]} | {op_name.split('/', 1)[-1]} |")
-  print(f"\ntrace: {_TRACE_DIR.value} (open the .trace.json.gz in ui.perfetto.dev)")
+  print(f"\ntrace: {FLAGS.trace_dir} (open the .trace.json.gz in ui.perfetto.dev)")
+
+
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, so tests can import this
+  beside other tools."""
+  flags.DEFINE_string("config", "gpt_tiny", "A config name under configs/ or a file.")
+  flags.DEFINE_bool("reference_shape", True,
+                    "Time the config's family at the benchmark's reference shape.")
+  flags.DEFINE_integer("batch_size", 0, "Rows per step (0: the config's).")
+  flags.DEFINE_integer("steps", 3, "Traced steps.")
+  flags.DEFINE_string("trace_dir", "/tmp/triform_profile", "Where the trace goes.")
+  flags.DEFINE_integer("top", 25, "How many ops to list.")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
