@@ -42,6 +42,9 @@ def learning_curves(rows: list[dict], grouped_runs: list, groups: dict, out_dir:
       curves = _curves(seeds)
       for ax, (name, _) in zip(axes, AXES):
         x, mean, low, high = curves[name]
+        if name != "wall_time":  # log axes: the evaluation before training sits at 0
+          keep = x > 0
+          x, mean, low, high = x[keep], mean[keep], low[keep], high[keep]
         line, = ax.plot(x, mean, marker="o", markersize=3, label=r["label"])
         if len(seeds) > 1:
           ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -60,6 +63,19 @@ def learning_curves(rows: list[dict], grouped_runs: list, groups: dict, out_dir:
   return paths
 
 
+def _save_loss_vs_params(fig, ax, path: str) -> str:
+  """Labels a final-loss-against-size figure (log x), writes it to `path` and closes it."""
+  ax.set_xscale("log")
+  ax.set_xlabel("non-embedding parameters")
+  ax.set_ylabel("final eval loss")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+  return path
+
+
 def loss_vs_params(points: list[tuple[float, float]], fit: dict | None, out_dir: str) -> str:
   """Final loss against non-embedding parameters (log x), with the fitted curve if any."""
   fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -69,16 +85,7 @@ def loss_vs_params(points: list[tuple[float, float]], fit: dict | None, out_dir:
     grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 100)
     ax.plot(grid, fit["E"] + fit["A"] / grid ** fit["alpha"],
             label=f"E + A/N^α: α = {fit['alpha']:.3f}, E = {fit['E']:.3f}")
-  ax.set_xscale("log")
-  ax.set_xlabel("non-embedding parameters")
-  ax.set_ylabel("final eval loss")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  path = os.path.join(out_dir, "loss_vs_params.png")
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
-  return path
+  return _save_loss_vs_params(fig, ax, os.path.join(out_dir, "loss_vs_params.png"))
 
 
 def isoflop(runs: list[dict], optima: dict, out_dir: str) -> str:
@@ -92,13 +99,4 @@ def isoflop(runs: list[dict], optima: dict, out_dir: str) -> str:
     if vertex:
       ax.scatter([vertex["params_opt"]], [vertex["loss_opt"]], marker="*", s=90,
                  color=line.get_color(), zorder=3)
-  ax.set_xscale("log")
-  ax.set_xlabel("non-embedding parameters")
-  ax.set_ylabel("final eval loss")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  path = os.path.join(out_dir, "isoflop.png")
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
-  return path
+  return _save_loss_vs_params(fig, ax, os.path.join(out_dir, "isoflop.png"))
