@@ -184,7 +184,7 @@ def _declared() -> ml_collections.ConfigDict:
   # ---- end of real data fields
   c.data.data_dir = default_data_dir()
   c.data.validation_percent = Num(5, "[1, 99]", "share of documents (by path hash) held out")
-  c.data.vocab_size = Num(4096, "[512, inf)", "SentencePiece pieces + 100 sentinels")
+  c.data.vocab_size = Num(4096, "[1, inf)", "embedding rows (a trained tokenizer: pieces + 100 sentinels)")
   c.data.tokenizer_sentences = Num(200_000, "[1, inf)", "lines sampled to train the tokenizer")
   c.data.seq_len = Num(128, "[4, inf)", "tokens per row (an encoder-decoder's inputs)")
   c.data.num_threads = Num(2, "[1, inf)", "grain read threads per host")

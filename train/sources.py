@@ -136,11 +136,12 @@ class PreparedTfds:
 
   def split(self, name: str) -> TextField:
     name = self.split_names.get(name, name)
+    builder = self.builder  # its own errors (not prepared, no such feature) pass as they are
     try:
-      return TextField(self.builder.as_data_source(split=name), self.text_key)
+      return TextField(builder.as_data_source(split=name), self.text_key)
     except (ValueError, KeyError) as e:  # an unknown split, or a bad slice
       raise ValueError(f"TFDS dataset {self.name!r} has no split {name!r} ({e}); it has "
-                       f"{sorted(self._builder.info.splits)}: set config.data.train_split / "
+                       f"{sorted(builder.info.splits)}: set config.data.train_split / "
                        "validation_split") from None
 
   def fingerprint(self) -> dict:
