@@ -7,15 +7,8 @@
 
 The init_from workdir is `configs/bert_tiny.py`'s run; without it the model trains from scratch.
 """
-from configs import common
-from model import encoder
+from configs import common, bert_tiny
 
 
 def get_config(arg=None):
-  c = common.base_config()
-  c.model.family = "encoder"
-  c.objective = "mlm"
-  common.apply_variant(c, encoder.VARIANTS["tiny"])
-  common.tiny_training(c)
-  common.finetuning(c, arg)
-  return c
+  return common.finetuning(bert_tiny.get_config(), arg)

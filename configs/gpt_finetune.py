@@ -7,17 +7,8 @@
 
 The init_from workdir is `configs/gpt_tiny.py`'s run; without it the model trains from scratch.
 """
-from configs import common
-from model import decoder
+from configs import common, gpt_tiny
 
 
 def get_config(arg=None):
-  c = common.base_config()
-  c.model.family = "decoder"
-  c.objective = "causal_lm"
-  # Width 128 sees about twice the tokens of width 256 in the same CPU minutes,
-  # and ended lower at equal wall time when both were tried.
-  common.apply_variant(c, decoder.VARIANTS["tiny"])
-  common.tiny_training(c)
-  common.finetuning(c, arg)
-  return c
+  return common.finetuning(gpt_tiny.get_config(), arg)

@@ -7,15 +7,8 @@
 
 The init_from workdir is `configs/t5_tiny.py`'s run; without it the model trains from scratch.
 """
-from configs import common
-from model import encoder_decoder
+from configs import common, t5_tiny
 
 
 def get_config(arg=None):
-  c = common.base_config()
-  c.model.family = "encoder_decoder"
-  c.objective = "span_corruption"
-  common.apply_variant(c, encoder_decoder.VARIANTS["tiny"])
-  common.tiny_training(c)
-  common.finetuning(c, arg)
-  return c
+  return common.finetuning(t5_tiny.get_config(), arg)
