@@ -1,6 +1,7 @@
-"""LSTM language model, tiny: the recurrent baseline next to gpt_tiny, with about its
-parameter count (1.34M: the same tied 4096 x 128 embedding, two LSTM layers of 352 cells
-projected back to width 128) and its token budget (32 rows x 128 tokens x 400 steps).
+"""LSTM language model, tiny: the recurrent baseline next to the decoder's four-layer tiny
+variant, with about its parameter count (1.34M: the same tied 4096 x 128 embedding, two
+LSTM layers of 352 cells projected back to width 128) and its token budget (32 rows x 128
+tokens x 400 steps).
 
   python -m train.main --config=configs/lstm_tiny.py --workdir=/tmp/triform/lstm_tiny
 """

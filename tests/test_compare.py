@@ -19,16 +19,16 @@ def test_fit_recovers_known_power_law():
   n = np.geomspace(1e4, 3e6, 6)
   true_loss = 1.7 + 400.0 / n ** 0.3
   noisy = true_loss * (1 + 0.002 * np.random.default_rng(0).standard_normal(len(n)))
-  fit = scaling.fit_loss_vs_params(n, noisy)
+  fit = scaling.fit_power_law(n, noisy)
   assert fit["alpha"] == pytest.approx(0.3, abs=0.05)
   assert fit["E"] == pytest.approx(1.7, abs=0.15)
   assert fit["alpha_95"][0] < 0.3 < fit["alpha_95"][1]
   assert fit["E_95"][0] < 1.7 < fit["E_95"][1]
   # Noise-free points are fitted to the solver's precision.
-  exact = scaling.fit_loss_vs_params(n, true_loss)
+  exact = scaling.fit_power_law(n, true_loss)
   assert exact["alpha"] == pytest.approx(0.3, rel=1e-4) and exact["rmse"] < 1e-6
-  with pytest.raises(ValueError, match="at least 4 runs of at least 3 sizes"):
-    scaling.fit_loss_vs_params([1e4, 1e5, 1e5, 1e4], [3.0, 2.0, 2.0, 3.0])
+  with pytest.raises(ValueError, match="at least 4 runs of at least 3 values of N"):
+    scaling.fit_power_law([1e4, 1e5, 1e5, 1e4], [3.0, 2.0, 2.0, 3.0])
 
 
 def test_isoflop_finds_the_compute_optimal_size():
@@ -53,10 +53,22 @@ def test_isoflop_finds_the_compute_optimal_size():
   assert result["params_opt_vs_budget"]["a"] == pytest.approx(b / (a + b), abs=0.03)
 
 
-def _fake_run(directory, name, *, objective="causal_lm", seed=0, width=32, bpb=(3.0, 2.0)):
+def test_crossing_finds_where_one_curve_gets_below_the_other():
+  # model 1.2 + 1000/D^0.5 and n-gram 1.7 + A/D^0.25 meet at D = 1e6 when A = 0.5 * 1e6^0.25.
+  model = {"E": 1.2, "A": 1000.0, "alpha": 0.5}
+  ngram = {"E": 1.7, "A": 0.5 * 1e6 ** 0.25, "alpha": 0.25}
+  assert scaling.crossing(model, ngram, low=1e3) == pytest.approx(1e6, rel=1e-6)
+  assert scaling.crossing(model, ngram, low=4e6) == 4e6  # already below there
+  assert scaling.crossing(ngram, model, low=1e3) is None  # the n-gram never gets back below
+
+
+def _fake_run(directory, name, *, objective="causal_lm", seed=0, width=32, bpb=(3.0, 2.0),
+              tokens=1000, learning_rate=1e-3):
   """A workdir as train.main leaves it, with made-up figures."""
   config = json.loads(common.base_config().to_json())
   config.update(objective=objective, seed=seed)
+  config["train"]["num_steps"] = tokens // 100  # what tells token budgets apart
+  config["optim"]["learning_rate"] = learning_rate
   config["model"].update(embed_dim=width, mlp_dim=4 * width, head_dim=width // 4)
   workdir = os.path.join(directory, name)
   os.makedirs(workdir)
@@ -65,7 +77,7 @@ def _fake_run(directory, name, *, objective="causal_lm", seed=0, width=32, bpb=(
   records = [{"step": s, "split": "validation", "tokens_seen": 100 * s, "flops_seen": 1e9 * s,
               "wall_time": s, "bits_per_byte": v, "loss": v}
              for s, v in zip((0, 10), bpb)]
-  records.append({"step": 10, "split": "train", "tokens_seen": 1000, "flops_seen": 1e10,
+  records.append({"step": 10, "split": "train", "tokens_seen": tokens, "flops_seen": 1e10,
                   "tokens_per_sec": 50.0, "mfu": 0.2, "loss": bpb[-1]})
   with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in records)
@@ -105,6 +117,31 @@ def test_seeds_form_one_row_and_only_comparable_runs_are_ranked(tmp_path):
   assert sorted(os.path.basename(p) for p in result["plots"]) == [
       "bits_per_byte_A.png", "bits_per_byte_B.png", "loss_vs_params.png"]
   assert result["fit_group"] == "A"
+
+
+def test_tokens_fit_says_from_how_many_tokens_the_model_beats_the_ngram(tmp_path):
+  # One model at five token budgets on known curves that cross at 1e6 tokens (as above).
+  model = lambda d: 1.2 + 1000.0 / d ** 0.5
+  ngram = lambda d: 1.7 + 0.5 * 1e6 ** 0.25 / d ** 0.25
+  runs = []
+  for d in (1e4, 3e4, 1e5, 3e5, 6e5):
+    run = compare_runs.read_run(_fake_run(tmp_path, f"gpt-tokens{d:g}", tokens=int(d),
+                                          bpb=(5.0, model(d))))
+    run.ngram_bits_per_byte = ngram(d)
+    runs.append(run)
+  # Another learning rate at another budget is another model: it stays out of the fit.
+  runs.append(compare_runs.read_run(_fake_run(tmp_path, "gpt-fast", tokens=2_000_000,
+                                              learning_rate=3e-3, bpb=(5.0, 1.0))))
+  result = compare.write_outputs(runs, str(tmp_path / "out"))
+  fitted = result["tokens_fit"]
+  assert fitted["rows"] == [f"gpt-tokens{d:g}" for d in (1e4, 3e4, 1e5, 3e5, 6e5)]
+  assert fitted["model"]["alpha"] == pytest.approx(0.5, rel=1e-3)
+  assert fitted["ngram"]["alpha"] == pytest.approx(0.25, rel=1e-3)
+  assert fitted["model_beats_ngram_from_tokens"] == pytest.approx(1e6, rel=1e-3)
+  assert fitted["model_beats_ngram_from_seconds"] == pytest.approx(1e6 / 50.0, rel=1e-3)
+  assert "n-gram bits/byte" in (tmp_path / "out" / "table.md").read_text()
+  assert json.loads((tmp_path / "out" / "fit.json").read_text())["tokens_fit"] == fitted
+  assert os.path.getsize(tmp_path / "out" / "bits_vs_tokens.png") > 10_000
 
 
 def test_bad_flags_are_one_line_errors():
@@ -176,7 +213,7 @@ def test_run_then_read_two_tiny_configs(text_dir, data_dir, tmp_path):
   assert all(os.path.getsize(p) > 10_000 for p in first["plots"])
   read = subprocess.run(
       [sys.executable, "-m", "tools.compare", "read", f"--out={tmp_path / 'read'}",
-       "--finetune=stdlib_package",
+       "--finetune=stdlib_package", "--ngram=3",
        "--workdirs=" + ",".join(str(out / "runs" / m) for m in made)],
       cwd=ROOT, capture_output=True, text=True)
   assert read.returncode == 0, read.stderr[-3000:]
@@ -186,3 +223,10 @@ def test_run_then_read_two_tiny_configs(text_dir, data_dir, tmp_path):
                              r["downstream.stdlib_package accuracy"]) for r in rows)
   assert key(again["rows"]) == key(first["rows"])
   assert len({r["group"] for r in again["rows"]}) == 2
+  # The n-gram counted over the rows the causal LM trained on; none beside the masked LM.
+  from tools import baselines
+  ngram = {r["label"]: r["ngram_bits_per_byte"] for r in again["rows"]}
+  gpt = compare_runs.config_of(compare_runs.read_run(str(out / "runs" / made[1])))
+  assert ngram["gpt_tiny-tokens512"] == baselines.baselines(gpt, 3, matched_budget=True)[-1][
+      "bits_per_byte"]
+  assert ngram["bert_tiny-tokens512"] is None

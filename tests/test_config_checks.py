@@ -77,12 +77,13 @@ def test_a_field_out_of_range_fails_before_the_mesh_is_built(path, value, messag
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"optim.warmup_steps": 401}, "config.optim.warmup_steps=401 exceeds config.train.num_steps=400"),
-    ({"train.inject_nan_at_step": 401}, "config.train.inject_nan_at_step=401 is after the last step"),
+    ({"optim.warmup_steps": 601}, "config.optim.warmup_steps=601 exceeds config.train.num_steps=600"),
+    ({"train.inject_nan_at_step": 601}, "config.train.inject_nan_at_step=601 is after the last step"),
     ({"train.keep_checkpoints_every": 150},
      "config.train.keep_checkpoints_every=150 is not a multiple of config.train.checkpoint_every=100"),
     ({"train.microbatches": 3}, "config.train.microbatches=3 must divide each of the 1 batch shards"),
-    ({"data.seq_len": 512}, "config.model.max_length=128 is shorter than config.data.seq_len=512"),
+    ({"model.position": "learned", "data.seq_len": 512},
+     "config.model.max_length=128 is shorter than config.data.seq_len=512"),
 ])
 def test_fields_that_do_not_fit_each_other_fail_naming_both(overrides, message):
   config = importlib.import_module("configs.gpt_tiny").get_config()

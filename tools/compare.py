@@ -13,7 +13,12 @@ logged, wherever they were trained. Both write --out/table.{md,csv,json}, a plot
 validation bits per byte against tokens, FLOPs and wall time per comparability group
 (tools/compare_runs.py says which numbers compare), and, when the runs span at least three
 sizes, fit.json and loss_vs_params.png (L(N) = E + A / N^alpha), plus isoflop.png when
-several FLOP budgets each span three sizes (tools/scaling.py).
+several FLOP budgets each span three sizes (tools/scaling.py). When one model ran at four token budgets or more, its final
+bits per byte are fitted against tokens too (tokens_fit, bits_vs_tokens.png).
+
+`--ngram=ORDER` puts beside every causal-LM run the Kneser-Ney n-gram counted over the
+very rows that run trained on (tools/baselines.py --matched_budget), and the tokens fit
+then says from how many tokens (and seconds) the model beats the n-gram.
 
 Downstream (`--finetune=TASK[,TASK...]`, built-in tasks of train/task_data.py such as
 stdlib_package): every pretrained run is then fine-tuned on each task from its final
@@ -195,6 +200,24 @@ def downstream(workdir: str, tasks: list[str]) -> dict:
   return metrics
 
 
+def ngram_baselines(runs: list[compare_runs.Run], order: int) -> None:
+  """Sets each causal-LM run's n-gram figure: interpolated Kneser-Ney of `order`, counted
+  over the rows the run trained on (its batches, seed and shuffle: tools/baselines.py
+  --matched_budget) and scored on the validation rows its bits per byte come from."""
+  from tools import baselines
+  scored = {}
+  for run in runs:
+    if run.config["objective"] != "causal_lm":
+      continue  # other objectives score other tokens: an n-gram's figure would not compare
+    config = compare_runs.config_of(run)
+    key = json.dumps([config.data.to_dict(), config.seed, config.train.batch_size,
+                      config.train.num_steps], sort_keys=True)
+    if key not in scored:
+      logging.info("%d-gram over the rows of %s", order, run.label)
+      scored[key] = baselines.baselines(config, order, matched_budget=True)[-1]["bits_per_byte"]
+    run.ngram_bits_per_byte = scored[key]
+
+
 def write_outputs(runs: list[compare_runs.Run], out: str, budgets: dict | None = None) -> dict:
   """table.{md,csv,json}, plots and fits of `runs` in `out`; returns table.json's content."""
   os.makedirs(out, exist_ok=True)
@@ -210,26 +233,86 @@ def write_outputs(runs: list[compare_runs.Run], out: str, budgets: dict | None =
     writer.writerows([[r.get(k) for k, _ in cols] for r in rows])
   plots = compare_plots.learning_curves(rows, grouped, groups, out)
   result = {"rows": rows, "groups": groups}
-  result.update(fits(rows, groups, out, budgets or {}))
+  result.update(fits(rows, grouped, out, budgets or {}))
   result["plots"] = plots + result.get("plots", [])
   with open(os.path.join(out, "table.json"), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=2)
   return result
 
 
-def fits(rows: list[dict], groups: dict, out: str, budgets: dict) -> dict:
-  """Scaling fits within the largest comparability group that spans three sizes or more:
-  {} if none does. `budgets` maps a workdir to its FLOP budget (run mode)."""
-  candidates = [[r for r in rows if r["group"] == g and r["eval_loss"] is not None]
-                for g in groups]
-  candidates = [c for c in candidates if len({r["non_embedding_params"] for r in c}) >= 3]
+def _alike(rows: list[dict], grouped: list, fields: set) -> list[list[dict]]:
+  """The rows with a final figure, in sets whose configs differ only in `fields`."""
+  sets = {}
+  for r, seeds in zip(rows, grouped):
+    if r["bits_per_byte"] is not None and r["eval_loss"] is not None:
+      sets.setdefault(compare_runs.key_without(seeds[0], fields), []).append(r)
+  return list(sets.values())
+
+
+def fits(rows: list[dict], grouped: list, out: str, budgets: dict) -> dict:
+  """Scaling fits, written to fit.json with their plots: over sizes (`size_fit`) and over
+  training tokens at one size (`tokens_fit`), each over runs that differ only in what the
+  fit varies (a learning-rate sweep is never fitted); {} if no runs allow either."""
+  sizes = _alike(rows, grouped, compare_runs.SIZE_FIELDS | compare_runs.BUDGET_FIELDS)
+  budgets_only = _alike(rows, grouped, compare_runs.BUDGET_FIELDS)
+  result = {}
+  for fit in (size_fit(sizes, out, budgets), tokens_fit(budgets_only, out)):
+    result["plots"] = result.get("plots", []) + fit.pop("plots", [])
+    result.update(fit)
+  if not result["plots"]:
+    return {}
+  with open(os.path.join(out, "fit.json"), "w", encoding="utf-8") as f:
+    json.dump({k: v for k, v in result.items() if k != "plots"}, f, indent=2)
+  return result
+
+
+def tokens_fit(alike: list[list[dict]], out: str) -> dict:
+  """bits/byte = E + A / D^alpha over the training tokens D of one model trained at four
+  budgets or more (the largest set of `alike` rows, which differ only in their budget),
+  and, where those rows have n-gram figures, the same fit of the n-gram and the tokens
+  (and seconds at the model's speed) from which the model beats it. {} where no model
+  has four budgets."""
+  candidates = [m for m in alike if len({r["tokens_seen"] for r in m}) >= 4]
+  if not candidates:
+    return {}
+  members = sorted(max(candidates, key=len), key=lambda r: r["tokens_seen"])
+  tokens = [r["tokens_seen"] for r in members]
+  result = {"tokens_fit": {"rows": [r["label"] for r in members]}}
+  fitted = result["tokens_fit"]
+  try:
+    fitted["model"] = scaling.fit_power_law(tokens, [r["bits_per_byte"] for r in members], "D")
+    if all(r["ngram_bits_per_byte"] is not None for r in members):
+      fitted["ngram"] = scaling.fit_power_law(
+          tokens, [r["ngram_bits_per_byte"] for r in members], "D")
+      at = scaling.crossing(fitted["model"], fitted["ngram"], low=tokens[0])
+      speed = _median_of([r["tokens_per_sec"] for r in members])
+      fitted["model_beats_ngram_from_tokens"] = at
+      fitted["model_beats_ngram_from_seconds"] = at and speed and at / speed
+  except (ValueError, RuntimeError) as e:  # said, not fatal
+    fitted["error"] = str(e)
+  ngram = [r["ngram_bits_per_byte"] for r in members] if "ngram" in fitted else None
+  result["plots"] = [compare_plots.bits_vs_tokens(
+      tokens, [r["bits_per_byte"] for r in members], ngram, fitted, out)]
+  return result
+
+
+def _median_of(values):
+  values = [v for v in values if v]
+  return statistics.median(values) if values else None
+
+
+def size_fit(alike: list[list[dict]], out: str, budgets: dict) -> dict:
+  """L(N) over the largest set of `alike` rows (which differ only in size and budget) that
+  spans three sizes or more, and isoFLOP optima where its runs have several FLOP budgets
+  (`budgets`: workdir -> budget, run mode). {} if no set spans three sizes."""
+  candidates = [c for c in alike if len({r["non_embedding_params"] for r in c}) >= 3]
   if not candidates:
     return {}
   members = max(candidates, key=len)
   points = [(r["non_embedding_params"], r["eval_loss"]) for r in members]
   result = {"fit_group": members[0]["group"]}
   try:
-    result["fit"] = scaling.fit_loss_vs_params(*zip(*points))
+    result["fit"] = scaling.fit_power_law(*zip(*points))
   except (ValueError, RuntimeError) as e:  # too few points, or no convergence: said, not fatal
     result["fit"] = {"error": str(e)}
   fit = result["fit"] if "alpha" in result["fit"] else None
@@ -239,8 +322,6 @@ def fits(rows: list[dict], groups: dict, out: str, budgets: dict) -> dict:
   if len({b["budget"] for b in budgeted}) >= 2:
     result["isoflop"] = scaling.isoflop_optima(budgeted)
     result["plots"].append(compare_plots.isoflop(budgeted, result["isoflop"], out))
-  with open(os.path.join(out, "fit.json"), "w", encoding="utf-8") as f:
-    json.dump({k: v for k, v in result.items() if k != "plots"}, f, indent=2)
   return result
 
 
@@ -250,6 +331,8 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(cli.QuietLibraries())
   try:
+    if FLAGS.ngram < 0:
+      raise ValueError(f"--ngram={FLAGS.ngram} must be an n-gram order of 1 or more (0: none)")
     budgets = {}
     if argv[1] == "run":
       if not FLAGS.configs:
@@ -274,6 +357,8 @@ def main(argv):
     read = [compare_runs.read_run(w) for w in workdirs]
     for run in read:
       run.downstream = downstream(run.workdir, FLAGS.finetune)
+    if FLAGS.ngram:
+      ngram_baselines(read, FLAGS.ngram)
     result = write_outputs(read, FLAGS.out, budgets)
   except (ValueError, guards.NonFiniteError) as e:  # bad input, a diverged run: one line
     raise SystemExit(f"error: {e}")
@@ -281,7 +366,7 @@ def main(argv):
     logging.warning("%s", e)
     raise SystemExit(guards.PREEMPTED_EXIT_CODE)
   print(open(os.path.join(FLAGS.out, "table.md"), encoding="utf-8").read())
-  for name in ("fit", "isoflop"):
+  for name in ("fit", "isoflop", "tokens_fit"):
     if name in result:
       print(f"{name}: {json.dumps(result[name])}")
   print(f"Wrote {FLAGS.out}/table.md, table.csv, table.json and {len(result['plots'])} plots.")
@@ -298,6 +383,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("evals", 8, "run: evaluations per run (the curves' points).")
   flags.DEFINE_list("finetune", [], "Built-in tasks to fine-tune every run on (run), or whose "
                     "fine-tunings to read beside each workdir (read).")
+  flags.DEFINE_integer("ngram", 0, "Also score each causal-LM run's Kneser-Ney n-gram of this "
+                       "order, counted over the same training rows (0: none).")
   flags.DEFINE_multi_string("finetune_override", [], "run: FIELD=VALUE set on every "
                             "fine-tuning config (the same for all runs).")
   flags.mark_flag_as_required("out")

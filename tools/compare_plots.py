@@ -11,7 +11,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
+
+from tools import scaling  # noqa: E402
 
 AXES = (("tokens_seen", "training tokens"), ("flops_seen", "training FLOPs"),
         ("wall_time", "wall time (s)"))
@@ -100,3 +103,34 @@ def isoflop(runs: list[dict], optima: dict, out_dir: str) -> str:
       ax.scatter([vertex["params_opt"]], [vertex["loss_opt"]], marker="*", s=90,
                  color=line.get_color(), zorder=3)
   return _save_loss_vs_params(fig, ax, os.path.join(out_dir, "isoflop.png"))
+
+
+def bits_vs_tokens(tokens: list, bits: list, ngram: list | None, fitted: dict,
+                   out_dir: str) -> str:
+  """Final bits per byte of one model against its training tokens (log x), the n-gram's at
+  the same tokens if given, their fitted curves, and where the model overtakes."""
+  fig, ax = plt.subplots(figsize=(5, 3.6))
+  d = np.asarray(tokens, np.float64)
+  beats = fitted.get("model_beats_ngram_from_tokens")
+  grid = np.geomspace(d.min() / 1.5, max(d.max() * 1.5, (beats or 0) * 1.5), 200)
+  for name, points, marker in (("model", bits, "o"), ("ngram", ngram, "s")):
+    if points is None:
+      continue
+    dots = ax.scatter(d, points, marker=marker, zorder=3, label=f"{name} runs")
+    if name in fitted:
+      fit = fitted[name]
+      ax.plot(grid, scaling.power_law(fit, grid), color=dots.get_facecolor()[0],
+              label=f"{name}: E + A/D^α, α = {fit['alpha']:.3f}, E = {fit['E']:.3f}")
+  if beats:
+    ax.axvline(beats, color="gray", linestyle=":", label=f"model ahead from {beats:.3g} tokens")
+  ax.set_xscale("log")
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # less than a decade: crowded
+  ax.set_xlabel("training tokens")
+  ax.set_ylabel("final validation bits per byte")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  path = os.path.join(out_dir, "bits_vs_tokens.png")
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+  return path

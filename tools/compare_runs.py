@@ -29,6 +29,11 @@ COMPARABLE_ON = ("objective", "data.source", "data.validation_percent", "data.se
 # evaluates, its layout, and the seed (runs that differ only there are seeds of one row).
 NOT_CONFIGURATION = validation.RESUMABLE_CHANGES | {"seed", "train.eval_every",
                                                     "train.checkpoint_every"}
+# What a size sweep varies (tools/compare fits loss against size over runs that differ
+# only in these, and in their budget).
+SIZE_FIELDS = {"model.num_layers", "model.num_decoder_layers", "model.embed_dim",
+               "model.mlp_dim", "model.num_heads", "model.num_kv_heads", "model.head_dim"}
+BUDGET_FIELDS = {"train.num_steps"}
 SEED_SUFFIX = re.compile(r"-seed\d+$")
 
 
@@ -49,12 +54,19 @@ class Run:
   train: list[dict]  # train records
   summary: dict  # summary.json ({} while unfinished)
   downstream: dict = dataclasses.field(default_factory=dict)  # {task metric: value}
+  # An n-gram's validation bits per byte, counted over the rows this run trained on.
+  ngram_bits_per_byte: float | None = None
 
   @property
   def key(self) -> tuple:
     """What the run is, seeds aside."""
     return tuple(sorted((k, json.dumps(v)) for k, v in self.config.items()
                         if k not in NOT_CONFIGURATION))
+
+
+def key_without(run: Run, fields: set) -> tuple:
+  """What the run is, seeds and `fields` aside: runs with equal keys differ only there."""
+  return tuple((k, v) for k, v in run.key if k not in fields)
 
 
 def read_run(workdir: str) -> Run:
@@ -78,6 +90,11 @@ def read_run(workdir: str) -> Run:
   curve.sort(key=lambda r: (r["step"], r["split"] == "validation_full"))
   return Run(workdir, SEED_SUFFIX.sub("", path.name), config, curve,
              [r for r in records if r["split"] == "train"], summary)
+
+
+def config_of(run: Run) -> ml_collections.ConfigDict:
+  """The run's config, as train.main was given it."""
+  return _config_dict(run.config)
 
 
 def _config_dict(flat: dict) -> ml_collections.ConfigDict:
@@ -129,6 +146,7 @@ def row(runs: list[Run]) -> dict:
       "mfu": _median([t.get("mfu") for r in runs for t in r.train]),
       "eval_loss": loss, "bits_per_byte": bpb, "bits_per_byte_spread": bpb_spread,
       "accuracy": accuracy,
+      "ngram_bits_per_byte": _mean_and_spread([r.ngram_bits_per_byte for r in runs])[0],
       "finished": all(r.summary for r in runs),
       "workdirs": [r.workdir for r in runs],
   }
@@ -180,7 +198,8 @@ COLUMNS = (("label", "run"), ("family", "family"), ("objective", "objective"),
            ("tokens_seen", "tokens"), ("tokens_per_sec", "tokens/s"), ("mfu", "MFU"),
            ("eval_loss", "eval loss"), ("bits_per_byte", "bits/byte"),
            ("bits_per_byte_spread", "± (seeds)"), ("group", "comparable"),
-           ("vs_best", "vs best"), ("accuracy", "token acc."))
+           ("vs_best", "vs best"), ("accuracy", "token acc."),
+           ("ngram_bits_per_byte", "n-gram bits/byte"))
 
 
 def _cell(value) -> str:
@@ -198,7 +217,9 @@ def _cell(value) -> str:
 def columns(rows: list[dict]) -> list[tuple[str, str]]:
   """The table's (key, heading) pairs: the fixed ones, then any downstream metrics."""
   extra = sorted({k for r in rows for k in r if k.startswith("downstream.")})
-  return list(COLUMNS) + [(k, k.split(".", 1)[1]) for k in extra]
+  fixed = [c for c in COLUMNS if c[0] != "ngram_bits_per_byte"
+           or any(r.get("ngram_bits_per_byte") is not None for r in rows)]
+  return fixed + [(k, k.split(".", 1)[1]) for k in extra]
 
 
 def markdown(rows: list[dict], groups: dict) -> str:
@@ -211,6 +232,10 @@ def markdown(rows: list[dict], groups: dict) -> str:
                "scoring the same held-out text.")
   lines += [f"- {letter}: " + ", ".join(f"{k}={v}" for k, v in what.items())
             for letter, what in groups.items()]
+  if any(r.get("ngram_bits_per_byte") is not None for r in rows):
+    lines.append("- n-gram: interpolated modified Kneser-Ney (train/ngram.py, order --ngram) counted over the "
+                 "very rows the run trained on, scored on the same validation rows: the "
+                 "statistical model at matched tokens.")
   if any(k.startswith("downstream.") for r in rows for k in r):
     lines.append("- Fine-tuned task metrics (the columns after `token acc.`) compare across "
                  "all rows: every run was fine-tuned on the same task with the same budget.")

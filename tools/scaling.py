@@ -1,8 +1,10 @@
 """Scaling-law fits for tools/compare: loss against size, and compute-optimal size per budget.
 
-- `fit_loss_vs_params`: L(N) = E + A / N^alpha on final loss against non-embedding
-  parameters (Kaplan et al. 2020 fit the same form without E; Chinchilla's approach 3 adds
-  the irreducible term E).
+- `fit_power_law`: L(x) = E + A / x^alpha, for final loss against non-embedding parameters
+  N (Kaplan et al. 2020 fit the same form without E; Chinchilla's approach 3 adds the
+  irreducible term E) or against training tokens D at one size.
+- `crossing`: the x from which one fitted curve stays below another (where a model
+  overtakes a baseline fitted the same way).
 - `isoflop_optima`: Chinchilla's approach 2 (Hoffmann et al. 2022): at each FLOP budget, a
   parabola in log N through the runs of that budget; its vertex is the compute-optimal
   size N*(C), with D* = C / (6 N*) tokens. Then N* = k C^a is fitted across budgets.
@@ -23,17 +25,19 @@ def _interval(value: float, stderr: float, dof: int) -> list[float] | None:
   return [float(value) - half, float(value) + half]
 
 
-def fit_loss_vs_params(params, losses) -> dict:
-  """{E, A, alpha, their 95% intervals, rmse} of L(N) = E + A / N^alpha (least squares).
+def fit_power_law(xs, losses, variable: str = "N") -> dict:
+  """{E, A, alpha, their 95% intervals, rmse} of L(x) = E + A / x^alpha (least squares);
+  `variable` names x in the form ("N": parameters, "D": tokens).
 
   Fitted in terms of log A so that A's scale (often 1e2..1e6) does not hamper the solver.
-  Needs at least four points of at least three sizes (three parameters, one degree of
-  freedom left for an interval).
+  Needs at least four points of at least three values of x (three parameters, one degree
+  of freedom left for an interval).
   """
-  n, loss = np.asarray(params, np.float64), np.asarray(losses, np.float64)
+  n, loss = np.asarray(xs, np.float64), np.asarray(losses, np.float64)
+  form = f"L({variable}) = E + A / {variable}^alpha"
   if len(n) < 4 or len(np.unique(n)) < 3:
-    raise ValueError(f"a fit of L(N) = E + A / N^alpha needs at least 4 runs of at least 3 "
-                     f"sizes; got {len(n)} runs of {len(np.unique(n))} sizes")
+    raise ValueError(f"a fit of {form} needs at least 4 runs of at least 3 values of "
+                     f"{variable}; got {len(n)} runs of {len(np.unique(n))}")
   model = lambda x, e, log_a, alpha: e + np.exp(log_a - alpha * np.log(x))
   # Start from E just below the best loss and a line through the extremes in log-log.
   e0 = 0.9 * loss.min()
@@ -45,11 +49,31 @@ def fit_loss_vs_params(params, losses) -> dict:
   dof = len(n) - 3
   log_a_interval = _interval(log_a, err[1], dof)
   residuals = loss - model(n, e, log_a, alpha)
-  return {"form": "L(N) = E + A / N^alpha", "E": float(e), "A": float(np.exp(log_a)),
+  return {"form": form, "E": float(e), "A": float(np.exp(log_a)),
           "alpha": float(alpha), "E_95": _interval(e, err[0], dof),
           "A_95": log_a_interval and [float(np.exp(v)) for v in log_a_interval],
           "alpha_95": _interval(alpha, err[2], dof), "points": len(n),
           "rmse": float(np.sqrt(np.mean(residuals ** 2)))}
+
+
+def power_law(fit: dict, x):
+  """A fitted curve's value(s) at x."""
+  return fit["E"] + fit["A"] / np.asarray(x, np.float64) ** fit["alpha"]
+
+
+def crossing(fit: dict, other: dict, low: float, high: float = 1e15) -> float | None:
+  """The x in [low, high] from which curve `fit` lies below curve `other` for good: `low`
+  if it already does there, None if it never gets below within the range."""
+  gap = lambda log_x: float(power_law(fit, np.exp(log_x)) - power_law(other, np.exp(log_x)))
+  grid = np.linspace(np.log(low), np.log(high), 400)
+  gaps = np.array([gap(g) for g in grid])
+  if gaps[-1] >= 0:
+    return None
+  above = np.nonzero(gaps >= 0)[0]
+  if not len(above):
+    return float(low)
+  i = above[-1]  # the last grid point still above: the crossing lies just after it
+  return float(np.exp(optimize.brentq(gap, grid[i], grid[i + 1])))
 
 
 def isoflop_optima(runs) -> dict:

@@ -15,3 +15,12 @@ plus the BERT-style encoder: one config per cell, all at the tiny width and four
 Validation bits per byte compare only within an objective (tools/compare_runs.py); the
 fine-tuned task metrics compare across all cells.
 """
+from configs import common
+from model import decoder
+
+
+def table_decoder(c):
+  """A decoder cell at the table's size, the decoder's tiny variant (four layers of width 128),
+  whatever size configs/gpt_tiny.py was tuned to for its own wall-time budget."""
+  return common.apply_variant(c, decoder.VARIANTS["tiny"])
+

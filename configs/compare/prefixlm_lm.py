@@ -2,8 +2,8 @@
 
   python -m train.main --config=configs/compare/prefixlm_lm.py --workdir=/tmp/cmp/prefixlm_lm
 """
-from configs import gpt_prefixlm_tiny
+from configs import compare, gpt_prefixlm_tiny
 
 
 def get_config():
-  return gpt_prefixlm_tiny.get_config()
+  return compare.table_decoder(gpt_prefixlm_tiny.get_config())
