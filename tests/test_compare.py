@@ -116,7 +116,7 @@ def test_seeds_form_one_row_and_only_comparable_runs_are_ranked(tmp_path):
     assert os.path.getsize(path) > 10_000
   assert sorted(os.path.basename(p) for p in result["plots"]) == [
       "bits_per_byte_A.png", "bits_per_byte_B.png", "loss_vs_params.png"]
-  assert result["fit_group"] == "A"
+  assert result["fit_group"] == "A" and result["fit_rows"] == ["gpt", "wide", "narrow"]
 
 
 def test_tokens_fit_says_from_how_many_tokens_the_model_beats_the_ngram(tmp_path):
@@ -142,6 +142,24 @@ def test_tokens_fit_says_from_how_many_tokens_the_model_beats_the_ngram(tmp_path
   assert "n-gram bits/byte" in (tmp_path / "out" / "table.md").read_text()
   assert json.loads((tmp_path / "out" / "fit.json").read_text())["tokens_fit"] == fitted
   assert os.path.getsize(tmp_path / "out" / "bits_vs_tokens.png") > 10_000
+
+
+def test_runs_of_several_sizes_and_flop_budgets_give_isoflop_optima(tmp_path):
+  # Three widths at each of two budgets, a loss lowest at the middle width: a vertex each.
+  runs, budgets = [], {}
+  for budget, steps in ((1e12, 10), (2e12, 20)):
+    for width, loss in ((16, 2.6), (32, 2.4), (64, 2.5)):
+      loss -= 0.1 * (budget == 2e12)
+      workdir = _fake_run(tmp_path, f"w{width}-flops{budget:g}", width=width,
+                          tokens=100 * steps, bpb=(3.0, loss))
+      runs.append(compare_runs.read_run(workdir))
+      budgets[workdir] = budget
+  result = compare.write_outputs(runs, str(tmp_path / "out"), budgets)
+  optima = result["isoflop"]["budgets"]
+  assert [o["budget"] for o in optima] == [1e12, 2e12]
+  assert all(not o["extrapolated"] for o in optima)
+  assert len(result["fit_rows"]) == 3  # L(N) over the sizes of one budget, not both
+  assert os.path.getsize(tmp_path / "out" / "isoflop.png") > 10_000
 
 
 def test_bad_flags_are_one_line_errors():

@@ -250,13 +250,17 @@ def _alike(rows: list[dict], grouped: list, fields: set) -> list[list[dict]]:
 
 
 def fits(rows: list[dict], grouped: list, out: str, budgets: dict) -> dict:
-  """Scaling fits, written to fit.json with their plots: over sizes (`size_fit`) and over
-  training tokens at one size (`tokens_fit`), each over runs that differ only in what the
-  fit varies (a learning-rate sweep is never fitted); {} if no runs allow either."""
-  sizes = _alike(rows, grouped, compare_runs.SIZE_FIELDS | compare_runs.BUDGET_FIELDS)
+  """Scaling fits, written to fit.json with their plots: over sizes at equal tokens
+  (`size_fit`), over sizes and FLOP budgets (`isoflop_fit`) and over training tokens at one
+  size (`tokens_fit`), each over runs that differ only in what the fit varies (a
+  learning-rate sweep is never fitted); {} if no runs allow any."""
+  same_steps = _alike(rows, grouped, compare_runs.SIZE_FIELDS)
+  sizes_and_budgets = _alike(rows, grouped,
+                             compare_runs.SIZE_FIELDS | compare_runs.BUDGET_FIELDS)
   budgets_only = _alike(rows, grouped, compare_runs.BUDGET_FIELDS)
   result = {}
-  for fit in (size_fit(sizes, out, budgets), tokens_fit(budgets_only, out)):
+  for fit in (size_fit(same_steps, out), isoflop_fit(sizes_and_budgets, out, budgets),
+              tokens_fit(budgets_only, out)):
     result["plots"] = result.get("plots", []) + fit.pop("plots", [])
     result.update(fit)
   if not result["plots"]:
@@ -301,28 +305,36 @@ def _median_of(values):
   return statistics.median(values) if values else None
 
 
-def size_fit(alike: list[list[dict]], out: str, budgets: dict) -> dict:
-  """L(N) over the largest set of `alike` rows (which differ only in size and budget) that
-  spans three sizes or more, and isoFLOP optima where its runs have several FLOP budgets
-  (`budgets`: workdir -> budget, run mode). {} if no set spans three sizes."""
+def size_fit(alike: list[list[dict]], out: str) -> dict:
+  """L(N) over the largest set of `alike` rows (which differ only in size: the same steps of
+  the same batch) that spans three sizes or more. {} if no set does."""
   candidates = [c for c in alike if len({r["non_embedding_params"] for r in c}) >= 3]
   if not candidates:
     return {}
   members = max(candidates, key=len)
   points = [(r["non_embedding_params"], r["eval_loss"]) for r in members]
-  result = {"fit_group": members[0]["group"]}
+  result = {"fit_group": members[0]["group"], "fit_rows": [r["label"] for r in members]}
   try:
     result["fit"] = scaling.fit_power_law(*zip(*points))
   except (ValueError, RuntimeError) as e:  # too few points, or no convergence: said, not fatal
     result["fit"] = {"error": str(e)}
   fit = result["fit"] if "alpha" in result["fit"] else None
   result["plots"] = [compare_plots.loss_vs_params(points, fit, out)]
-  budgeted = [{"budget": budgets[r["workdirs"][0]], "params": r["non_embedding_params"],
-               "loss": r["eval_loss"]} for r in members if budgets.get(r["workdirs"][0])]
-  if len({b["budget"] for b in budgeted}) >= 2:
-    result["isoflop"] = scaling.isoflop_optima(budgeted)
-    result["plots"].append(compare_plots.isoflop(budgeted, result["isoflop"], out))
   return result
+
+
+def isoflop_fit(alike: list[list[dict]], out: str, budgets: dict) -> dict:
+  """isoFLOP optima over the largest set of `alike` rows (which differ only in size and
+  budget) that ran at several FLOP budgets (`budgets`: workdir -> budget, run mode)."""
+  candidates = [[{"budget": budgets[r["workdirs"][0]], "params": r["non_embedding_params"],
+                  "loss": r["eval_loss"]} for r in c if budgets.get(r["workdirs"][0])]
+                for c in alike]
+  candidates = [c for c in candidates if len({b["budget"] for b in c}) >= 2]
+  if not candidates:
+    return {}
+  budgeted = max(candidates, key=len)
+  optima = scaling.isoflop_optima(budgeted)
+  return {"isoflop": optima, "plots": [compare_plots.isoflop(budgeted, optima, out)]}
 
 
 def main(argv):
