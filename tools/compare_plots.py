@@ -20,14 +20,22 @@ AXES = (("tokens_seen", "training tokens"), ("flops_seen", "training FLOPs"),
         ("wall_time", "wall time (s)"))
 
 
+def _evaluations(run) -> list[dict]:
+  """The run's periodic evaluations: one set of validation rows throughout (the whole split
+  scored at the end is another set, so it is left to the table)."""
+  periodic = [r for r in run.curve if r["split"] == "validation"]
+  return periodic or run.curve
+
+
 def _curves(seeds) -> dict:
   """{x name: (x, mean, low, high)} over the evaluation steps every seed reached."""
-  steps = sorted(set.intersection(*[{r["step"] for r in run.curve} for run in seeds]))
+  curves = [_evaluations(run) for run in seeds]
+  steps = sorted(set.intersection(*[{r["step"] for r in curve} for curve in curves]))
   out = {}
   for name, _ in AXES:
     xs, ys = [], []
     for step in steps:
-      points = [next(r for r in reversed(run.curve) if r["step"] == step) for run in seeds]
+      points = [next(r for r in reversed(curve) if r["step"] == step) for curve in curves]
       xs.append(np.mean([p[name] for p in points]))
       ys.append([p["bits_per_byte"] for p in points])
     ys = np.asarray(ys).reshape(len(steps), len(seeds))
@@ -41,26 +49,31 @@ def learning_curves(rows: list[dict], grouped_runs: list, groups: dict, out_dir:
   for letter, what in groups.items():
     members = [(r, seeds) for r, seeds in zip(rows, grouped_runs) if r["group"] == letter]
     fig, axes = plt.subplots(1, len(AXES), figsize=(4.2 * len(AXES), 3.4), sharey=True)
-    for r, seeds in members:
+    # Ten colours repeat after ten lines: then twenty, so that no two runs share one.
+    palette = plt.cm.tab10.colors if len(members) <= 10 else plt.cm.tab20.colors
+    for (r, seeds), color in zip(members, palette * (1 + len(members) // 20)):
       curves = _curves(seeds)
       for ax, (name, _) in zip(axes, AXES):
         x, mean, low, high = curves[name]
         if name != "wall_time":  # log axes: the evaluation before training sits at 0
           keep = x > 0
           x, mean, low, high = x[keep], mean[keep], low[keep], high[keep]
-        line, = ax.plot(x, mean, marker="o", markersize=3, label=r["label"])
+        line, = ax.plot(x, mean, marker="o", markersize=3, label=r["label"], color=color)
         if len(seeds) > 1:
           ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     for ax, (name, title) in zip(axes, AXES):
       ax.set_xlabel(title)
-      ax.set_xscale("log" if name != "wall_time" else "linear")
+      if name != "wall_time":
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
       ax.grid(alpha=0.3)
-    axes[0].set_ylabel("validation bits per byte")
-    axes[-1].legend(fontsize=7, loc="upper right")
+    axes[0].set_ylabel("validation bits per byte (periodic evaluations)")
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="center left",
+               bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(f"group {letter}: {what['objective']} on {what['data.source']}", fontsize=9)
     fig.tight_layout()
     path = os.path.join(out_dir, f"bits_per_byte_{letter}.png")
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     paths.append(path)
   return paths
