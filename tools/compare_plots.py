@@ -20,6 +20,15 @@ AXES = (("tokens_seen", "training tokens"), ("flops_seen", "training FLOPs"),
         ("wall_time", "wall time (s)"))
 
 
+def _log_x(ax) -> None:
+  """A log x axis labelled at 1, 2 and 5 times each power of ten: readable whether the data
+  span less than a decade (matplotlib would label nothing) or several."""
+  ax.set_xscale("log")
+  ax.xaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.LogFormatterSciNotation(
+      labelOnlyBase=False, minor_thresholds=(np.inf, np.inf)))
+
+
 def _evaluations(run) -> list[dict]:
   """The run's periodic evaluations: one set of validation rows throughout (the whole split
   scored at the end is another set, so it is left to the table)."""
@@ -64,8 +73,7 @@ def learning_curves(rows: list[dict], grouped_runs: list, groups: dict, out_dir:
     for ax, (name, title) in zip(axes, AXES):
       ax.set_xlabel(title)
       if name != "wall_time":
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        _log_x(ax)
       ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation bits per byte (periodic evaluations)")
     fig.legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="center left",
@@ -136,8 +144,7 @@ def bits_vs_tokens(tokens: list, bits: list, ngram: list | None, fitted: dict,
               label=f"{name}: E + A/D^α, α = {fit['alpha']:.3f}, E = {fit['E']:.3f}")
   if beats:
     ax.axvline(beats, color="gray", linestyle=":", label=f"model ahead from {beats:.3g} tokens")
-  ax.set_xscale("log")
-  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # less than a decade: crowded
+  _log_x(ax)
   ax.set_xlabel("training tokens")
   ax.set_ylabel("final validation bits per byte")
   ax.grid(alpha=0.3)
