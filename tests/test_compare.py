@@ -162,6 +162,30 @@ def test_runs_of_several_sizes_and_flop_budgets_give_isoflop_optima(tmp_path):
   assert os.path.getsize(tmp_path / "out" / "isoflop.png") > 10_000
 
 
+def test_joint_fit_of_size_and_tokens_says_when_any_size_beats_the_ngram(tmp_path):
+  # L(N, D) = 1.0 + 300 / N^0.5 + 20 / D^0.3 on a grid of three widths and four budgets;
+  # at any size it tends to 1 + 20 / D^0.3, which meets the n-gram 1.3 + a / D^0.2 at 1e6.
+  model = lambda n, d: 1.0 + 300.0 / n ** 0.5 + 20.0 / d ** 0.3
+  a = (1.0 + 20.0 / 1e6 ** 0.3 - 1.3) * 1e6 ** 0.2
+  ngram = lambda d: 1.3 + a / d ** 0.2
+  runs = []
+  for width in (16, 32, 64):
+    for d in (2e4, 1e5, 5e5, 2e6):
+      workdir = _fake_run(tmp_path, f"w{width}-tokens{d:g}", width=width, tokens=int(d))
+      run = compare_runs.read_run(workdir)
+      n = compare_runs.row([run])["non_embedding_params"]
+      run.summary["final_bits_per_byte"] = model(n, d)
+      run.ngram_bits_per_byte = ngram(d)
+      runs.append(run)
+  fitted = compare.write_outputs(runs, str(tmp_path / "out"))["joint_fit"]
+  assert len(fitted["rows"]) == 12
+  for name, value in (("E", 1.0), ("alpha", 0.5), ("beta", 0.3), ("A", 300.0), ("B", 20.0)):
+    assert fitted["model"][name] == pytest.approx(value, rel=1e-3), name
+  assert fitted["any_size_beats_ngram_from_tokens"] == pytest.approx(1e6, rel=1e-3)
+  with pytest.raises(ValueError, match="at least 6 runs of at least 3 sizes and 3 token"):
+    scaling.fit_loss_vs_params_and_tokens([1, 2, 3, 1, 2, 3], [1, 1, 1, 2, 2, 2], [1] * 6)
+
+
 def test_bad_flags_are_one_line_errors():
   for bad in ("tokens", "bytes:5", "flops:-1", "flops:1e14,x"):
     with pytest.raises(ValueError, match="must be KIND:VALUE"):

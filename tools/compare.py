@@ -251,19 +251,20 @@ def _alike(rows: list[dict], grouped: list, fields: set) -> list[list[dict]]:
 
 def fits(rows: list[dict], grouped: list, out: str, budgets: dict) -> dict:
   """Scaling fits, written to fit.json with their plots: over sizes at equal tokens
-  (`size_fit`), over sizes and FLOP budgets (`isoflop_fit`) and over training tokens at one
-  size (`tokens_fit`), each over runs that differ only in what the fit varies (a
-  learning-rate sweep is never fitted); {} if no runs allow any."""
+  (`size_fit`), over sizes and FLOP budgets (`isoflop_fit`), over training tokens at one
+  size (`tokens_fit`) and over both size and tokens (`joint_fit`), each over runs that
+  differ only in what the fit varies (a learning-rate sweep is never fitted); {} if no
+  runs allow any."""
   same_steps = _alike(rows, grouped, compare_runs.SIZE_FIELDS)
   sizes_and_budgets = _alike(rows, grouped,
                              compare_runs.SIZE_FIELDS | compare_runs.BUDGET_FIELDS)
   budgets_only = _alike(rows, grouped, compare_runs.BUDGET_FIELDS)
   result = {}
   for fit in (size_fit(same_steps, out), isoflop_fit(sizes_and_budgets, out, budgets),
-              tokens_fit(budgets_only, out)):
+              tokens_fit(budgets_only, out), joint_fit(sizes_and_budgets)):
     result["plots"] = result.get("plots", []) + fit.pop("plots", [])
     result.update(fit)
-  if not result["plots"]:
+  if len(result) == 1 and not result["plots"]:
     return {}
   with open(os.path.join(out, "fit.json"), "w", encoding="utf-8") as f:
     json.dump({k: v for k, v in result.items() if k != "plots"}, f, indent=2)
@@ -298,6 +299,33 @@ def tokens_fit(alike: list[list[dict]], out: str) -> dict:
   result["plots"] = [compare_plots.bits_vs_tokens(
       tokens, [r["bits_per_byte"] for r in members], ngram, fitted, out)]
   return result
+
+
+def joint_fit(alike: list[list[dict]]) -> dict:
+  """bits/byte = E + A / N^alpha + B / D^beta over the largest set of `alike` rows (which
+  differ only in size and budget) with three sizes and three token counts, and, where four
+  token counts of those rows have n-gram figures, the tokens from which the model at any
+  size (E + B / D^beta) beats the n-gram fitted over the same tokens. {} where no set
+  spans both."""
+  candidates = [c for c in alike if len(c) >= 6 and len({r["non_embedding_params"] for r in c})
+                >= 3 and len({r["tokens_seen"] for r in c}) >= 3]
+  if not candidates:
+    return {}
+  members = max(candidates, key=len)
+  fitted = {"rows": [r["label"] for r in members]}
+  try:
+    fitted["model"] = scaling.fit_loss_vs_params_and_tokens(
+        *zip(*[(r["non_embedding_params"], r["tokens_seen"], r["bits_per_byte"])
+               for r in members]))
+    ngram = sorted({r["tokens_seen"]: r["ngram_bits_per_byte"] for r in members
+                    if r["ngram_bits_per_byte"] is not None}.items())
+    if len(ngram) >= 4:
+      fitted["ngram"] = scaling.fit_power_law(*zip(*ngram), "D")
+      fitted["any_size_beats_ngram_from_tokens"] = scaling.crossing(
+          scaling.any_size_limit(fitted["model"]), fitted["ngram"], low=ngram[0][0])
+  except (ValueError, RuntimeError) as e:  # said, not fatal
+    fitted["error"] = str(e)
+  return {"joint_fit": fitted}
 
 
 def _median_of(values):
@@ -378,7 +406,7 @@ def main(argv):
     logging.warning("%s", e)
     raise SystemExit(guards.PREEMPTED_EXIT_CODE)
   print(open(os.path.join(FLAGS.out, "table.md"), encoding="utf-8").read())
-  for name in ("fit", "isoflop", "tokens_fit"):
+  for name in ("fit", "isoflop", "tokens_fit", "joint_fit"):
     if name in result:
       print(f"{name}: {json.dumps(result[name])}")
   print(f"Wrote {FLAGS.out}/table.md, table.csv, table.json and {len(result['plots'])} plots.")

@@ -3,6 +3,9 @@
 - `fit_power_law`: L(x) = E + A / x^alpha, for final loss against non-embedding parameters
   N (Kaplan et al. 2020 fit the same form without E; Chinchilla's approach 3 adds the
   irreducible term E) or against training tokens D at one size.
+- `fit_loss_vs_params_and_tokens`: L(N, D) = E + A / N^alpha + B / D^beta over runs that
+  vary both size and tokens (Chinchilla's approach 3); its limit at any size, E + B / D^beta,
+  is the best any size of the model does with D tokens.
 - `crossing`: the x from which one fitted curve stays below another (where a model
   overtakes a baseline fitted the same way).
 - `isoflop_optima`: Chinchilla's approach 2 (Hoffmann et al. 2022): at each FLOP budget, a
@@ -54,6 +57,41 @@ def fit_power_law(xs, losses, variable: str = "N") -> dict:
           "A_95": log_a_interval and [float(np.exp(v)) for v in log_a_interval],
           "alpha_95": _interval(alpha, err[2], dof), "points": len(n),
           "rmse": float(np.sqrt(np.mean(residuals ** 2)))}
+
+
+def fit_loss_vs_params_and_tokens(params, tokens, losses) -> dict:
+  """{E, A, alpha, B, beta, their 95% intervals, rmse} of L(N, D) = E + A / N^alpha +
+  B / D^beta (least squares, in log A and log B). Needs three sizes, three token counts and
+  at least six runs (five parameters, one degree of freedom left for an interval)."""
+  n, d = np.asarray(params, np.float64), np.asarray(tokens, np.float64)
+  loss = np.asarray(losses, np.float64)
+  if len(n) < 6 or len(np.unique(n)) < 3 or len(np.unique(d)) < 3:
+    raise ValueError(f"a fit of L(N, D) needs at least 6 runs of at least 3 sizes and 3 token "
+                     f"counts; got {len(n)} runs of {len(np.unique(n))} sizes and "
+                     f"{len(np.unique(d))} token counts")
+  model = lambda x, e, log_a, alpha, log_b, beta: (
+      e + np.exp(log_a - alpha * np.log(x[0])) + np.exp(log_b - beta * np.log(x[1])))
+  p0 = (0.5 * loss.min(), np.log(loss.max()) + 3.0, 0.3, np.log(loss.max()) + 3.0, 0.3)
+  fitted, cov = optimize.curve_fit(model, (n, d), loss, p0=p0, maxfev=50_000,
+                                   bounds=([0.0, -50.0, 0.0, -50.0, 0.0],
+                                           [np.inf, 50.0, 5.0, 50.0, 5.0]))
+  e, log_a, alpha, log_b, beta = fitted
+  err = np.sqrt(np.diag(cov))
+  dof = len(n) - 5
+  exp_interval = lambda i: (lambda v: v and [float(np.exp(x)) for x in v])(
+      _interval(fitted[i], err[i], dof))
+  residuals = loss - model((n, d), *fitted)
+  return {"form": "L(N, D) = E + A / N^alpha + B / D^beta", "E": float(e),
+          "A": float(np.exp(log_a)), "alpha": float(alpha), "B": float(np.exp(log_b)),
+          "beta": float(beta), "E_95": _interval(e, err[0], dof), "A_95": exp_interval(1),
+          "alpha_95": _interval(alpha, err[2], dof), "B_95": exp_interval(3),
+          "beta_95": _interval(beta, err[4], dof), "points": len(n),
+          "rmse": float(np.sqrt(np.mean(residuals ** 2)))}
+
+
+def any_size_limit(joint: dict) -> dict:
+  """The L(D) = E + B / D^beta that a joint fit approaches as the size grows without bound."""
+  return {"E": joint["E"], "A": joint["B"], "alpha": joint["beta"]}
 
 
 def power_law(fit: dict, x):
