@@ -109,7 +109,7 @@ def test_bad_topology_mesh_or_batch_fail_in_one_line(flags, message):
 def test_a_step_that_does_not_fit_fails_saying_by_how_much_and_what_to_change():
   result = run_tool("aot_compile", "--config=configs/gpt_tiny.py", "--topology=v5e:2x2",
                     "--config.train.batch_size=2048", "--config.data.seq_len=1024",
-                    "--config.model.max_length=1024")
+                    "--config.model.max_length=1024", "--config.model.num_layers=4")
   assert result.returncode == 1
   assert len(result.stderr.strip().splitlines()) == 1, result.stderr
   # The compiler refuses it (44.13 GiB of temporaries with libtpu 0.0.42.1); 4 microbatches
