@@ -13,8 +13,9 @@ logged, wherever they were trained. Both write --out/table.{md,csv,json}, a plot
 validation bits per byte against tokens, FLOPs and wall time per comparability group
 (tools/compare_runs.py says which numbers compare), and, when the runs span at least three
 sizes, fit.json and loss_vs_params.png (L(N) = E + A / N^alpha), plus isoflop.png when
-several FLOP budgets each span three sizes (tools/scaling.py). When one model ran at four token budgets or more, its final
-bits per byte are fitted against tokens too (tokens_fit, bits_vs_tokens.png).
+several FLOP budgets each span three sizes (tools/scaling.py). When one model ran at four
+token budgets or more, its final bits per byte are fitted against tokens too (tokens_fit,
+bits_vs_tokens.png); three sizes at three budgets get the joint fit of size and tokens.
 
 `--ngram=ORDER` puts beside every causal-LM run the Kneser-Ney n-gram counted over the
 very rows that run trained on (tools/baselines.py --matched_budget), and the tokens fit
@@ -290,7 +291,7 @@ def tokens_fit(alike: list[list[dict]], out: str) -> dict:
       fitted["ngram"] = scaling.fit_power_law(
           tokens, [r["ngram_bits_per_byte"] for r in members], "D")
       at = scaling.crossing(fitted["model"], fitted["ngram"], low=tokens[0])
-      speed = _median_of([r["tokens_per_sec"] for r in members])
+      speed = compare_runs.median([r["tokens_per_sec"] for r in members])
       fitted["model_beats_ngram_from_tokens"] = at
       fitted["model_beats_ngram_from_seconds"] = at and speed and at / speed
   except (ValueError, RuntimeError) as e:  # said, not fatal
@@ -307,8 +308,9 @@ def joint_fit(alike: list[list[dict]]) -> dict:
   token counts of those rows have n-gram figures, the tokens from which the model at any
   size (E + B / D^beta) beats the n-gram fitted over the same tokens. {} where no set
   spans both."""
-  candidates = [c for c in alike if len(c) >= 6 and len({r["non_embedding_params"] for r in c})
-                >= 3 and len({r["tokens_seen"] for r in c}) >= 3]
+  spans = lambda c, key: len({r[key] for r in c}) >= 3
+  candidates = [c for c in alike
+                if len(c) >= 6 and spans(c, "non_embedding_params") and spans(c, "tokens_seen")]
   if not candidates:
     return {}
   members = max(candidates, key=len)
@@ -326,11 +328,6 @@ def joint_fit(alike: list[list[dict]]) -> dict:
   except (ValueError, RuntimeError) as e:  # said, not fatal
     fitted["error"] = str(e)
   return {"joint_fit": fitted}
-
-
-def _median_of(values):
-  values = [v for v in values if v]
-  return statistics.median(values) if values else None
 
 
 def size_fit(alike: list[list[dict]], out: str) -> dict:

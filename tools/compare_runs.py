@@ -108,7 +108,7 @@ def _config_dict(flat: dict) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(nested)
 
 
-def _median(values):
+def median(values):
   values = [v for v in values if v is not None]
   return statistics.median(values) if values else None
 
@@ -135,15 +135,15 @@ def row(runs: list[Run]) -> dict:
   bpb, bpb_spread = _mean_and_spread([_final(r, "bits_per_byte") for r in runs])
   loss, _ = _mean_and_spread([_final(r, "loss") for r in runs])
   accuracy, _ = _mean_and_spread([_final(r, "accuracy") for r in runs])
-  tokens = _median([t.get("tokens_seen") for t in last_train])
-  flops = _median([t.get("flops_seen") for t in last_train])
+  tokens = median([t.get("tokens_seen") for t in last_train])
+  flops = median([t.get("flops_seen") for t in last_train])
   out = {
       "label": first.label, "family": first.config["model.family"],
       "objective": first.config["objective"], "seeds": len(runs),
       "params": count_params(cfg), "non_embedding_params": count_params(cfg, embedding=False),
       "flops_per_token": flops / tokens if tokens else None, "tokens_seen": tokens,
-      "tokens_per_sec": _median([t.get("tokens_per_sec") for r in runs for t in r.train]),
-      "mfu": _median([t.get("mfu") for r in runs for t in r.train]),
+      "tokens_per_sec": median([t.get("tokens_per_sec") for r in runs for t in r.train]),
+      "mfu": median([t.get("mfu") for r in runs for t in r.train]),
       "eval_loss": loss, "bits_per_byte": bpb, "bits_per_byte_spread": bpb_spread,
       "accuracy": accuracy,
       "ngram_bits_per_byte": _mean_and_spread([r.ngram_bits_per_byte for r in runs])[0],
@@ -233,9 +233,9 @@ def markdown(rows: list[dict], groups: dict) -> str:
   lines += [f"- {letter}: " + ", ".join(f"{k}={v}" for k, v in what.items())
             for letter, what in groups.items()]
   if any(r.get("ngram_bits_per_byte") is not None for r in rows):
-    lines.append("- n-gram: interpolated modified Kneser-Ney (train/ngram.py, order --ngram) counted over the "
-                 "very rows the run trained on, scored on the same validation rows: the "
-                 "statistical model at matched tokens.")
+    lines.append("- n-gram: interpolated modified Kneser-Ney (train/ngram.py, order --ngram) "
+                 "counted over the very rows the run trained on, scored on the same "
+                 "validation rows: the statistical model at matched tokens.")
   if any(k.startswith("downstream.") for r in rows for k in r):
     lines.append("- Fine-tuned task metrics (the columns after `token acc.`) compare across "
                  "all rows: every run was fine-tuned on the same task with the same budget.")
