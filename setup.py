@@ -35,6 +35,9 @@ setuptools.setup(
         # tools/compare: plots and scaling-law fits.
         "matplotlib>=3.8,<4",
         "scipy>=1.11,<2",
+        # train/text_metrics.py: BLEU and chrF, ROUGE-L of generated text.
+        "sacrebleu>=2.4,<3",
+        "rouge-score>=0.1.2,<0.2",
     ],
     extras_require={
         # jax[tpu] brings libtpu (a 213 MB wheel) so tests compile for TPU slices on a CPU.

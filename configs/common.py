@@ -54,29 +54,44 @@ def tiny_training(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+# Built-in fine-tuning tasks (train/task_data.py) a `*_finetune` config argument names:
+# name -> (task.name, task.data, data.seq_len, task.target_len, model.num_classes,
+# train.num_steps).
+FINETUNING_TASKS = {
+    "package": ("classification", "stdlib_package", 64, 32, 6, 100),  # the first 64 tokens
+    "swap": ("classification", "stdlib_swapped_lines", 64, 32, 2, 300),
+    "name": ("text_to_text", "stdlib_function_name", 64, 12, 0, 500),
+    "body": ("text_to_text", "stdlib_docstring_body", 64, 64, 0, 300),
+}
+
+
 def finetuning(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
-  """Fine-tunes a `*_tiny` config on the built-in classification task (train/task_data.py):
-  which top-level package a standard-library function comes from. Start from a pretrained
-  run with --config.init_from=WORKDIR (else from scratch); arg "lora" trains LoRA adapters
-  and the head only. Minutes on a 2-core CPU."""
-  if arg not in (None, "", "lora"):
-    raise ValueError(f"config argument {arg!r} is not 'lora' (or none: every parameter trains)")
-  c.task.name, c.task.data = "classification", "stdlib_package"
-  c.model.num_classes = 6
-  c.data.seq_len = 64  # the first 64 tokens of each function
+  """Fine-tunes a `*_tiny` config on a built-in task from the standard library. `arg`,
+  comma-separated: one task of FINETUNING_TASKS (default "package": which top-level package a
+  function comes from; "swap": whether it reads as written or has two lines swapped; "name":
+  its name from its body; "body": its body from its signature and docstring), and "lora" to
+  train LoRA adapters (and a head) only. Start from a
+  pretrained run with --config.init_from=WORKDIR (else from scratch). Minutes on a 2-core CPU."""
+  words = [w for w in (arg or "").split(",") if w]
+  tasks = [w for w in words if w in FINETUNING_TASKS]
+  unknown = set(words) - set(FINETUNING_TASKS) - {"lora"}
+  if unknown or len(tasks) > 1:
+    raise ValueError(f"config argument {arg!r}: give at most one task of "
+                     f"{sorted(FINETUNING_TASKS)} and optionally 'lora', comma-separated")
+  (c.task.name, c.task.data, c.data.seq_len, c.task.target_len, c.model.num_classes,
+   c.train.num_steps) = FINETUNING_TASKS[tasks[0] if tasks else "package"]
   c.train.batch_size = 16
-  c.train.num_steps = 100
   c.train.log_every = 25
-  c.train.eval_every = 100  # the first and the last step: evaluation reads all 600 examples
+  c.train.eval_every = c.train.num_steps  # the first and last: evaluation reads every example
   c.train.eval_batches = -1
-  c.train.checkpoint_every = 50
+  c.train.checkpoint_every = c.train.num_steps // 2
   c.optim.learning_rate = 1e-3
   c.optim.warmup_steps = 15
   c.sample.num_prompts = 0
-  if arg == "lora":
+  if "lora" in words:
     c.model.lora_rank, c.model.lora_alpha = 8, 16.0
     c.model.lora_targets = "query,value,wi,wo"
-    c.train.trainable = "lora/,classifier/"
+    c.train.trainable = "lora/,classifier/" if c.model.num_classes else "lora/"
     c.optim.learning_rate = 3e-3  # adapters start at zero and are few: larger steps
   return c
 
@@ -246,10 +261,13 @@ def _declared() -> ml_collections.ConfigDict:
   c.task = ml_collections.ConfigDict()
   # language_modeling: config.objective on config.data (pretraining). classification:
   # labelled examples of task.data through a head of model.num_classes classes.
+  # text_to_text: (input, target) or (prompt, completion) pairs of task.data, the loss on the
+  # target only (train/text_to_text.py).
   c.task.name = "language_modeling"
   # classification: a built-in task (train/task_data.py: stdlib_package, stdlib_same_module),
   # a path with {split} in it (train, validation) to .jsonl / .tsv files, or tfds:NAME
   # (glue/sst2, super_glue/boolq: prepared as ArrayRecord on this machine; never downloaded).
+  # text_to_text: a built-in task (stdlib_function_name, stdlib_docstring_body) or such a path.
   c.task.data = ""
   c.task.classes = ""  # comma-separated class names of the files' labels
   # tfds:NAME data: where it is prepared ("": TFDS's default) and its text feature(s), one or
@@ -259,6 +277,12 @@ def _declared() -> ml_collections.ConfigDict:
   # Which states the head reads: "family" (its own: encoder first token, decoder last),
   # first, last, or mean (of the row's tokens).
   c.task.pooling = "family"
+  # text_to_text: the room for a target (its EOS included; data.seq_len holds the input) ...
+  c.task.target_len = Num(32, "[2, inf)", "tokens of a text-to-text target, EOS included")
+  # ... whether a decoder's training rows pack several examples (each keeps its own mask) ...
+  c.task.pack = True
+  # ... and how many validation examples the end of the run decodes and scores.
+  c.task.generate_examples = Num(-1, "-1 | [0, inf)", "examples decoded at the end; -1: all")
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num_prompts = Num(3, "[0, inf)", "validation prompts continued at the end; 0: none")

@@ -1,11 +1,13 @@
-"""T5-style tiny encoder-decoder fine-tuned to classify standard-library functions by package.
+"""T5-style tiny encoder-decoder fine-tuned on a built-in task from the standard library.
 
   python -m train.main --config=configs/t5_finetune.py --workdir=/tmp/triform/t5_finetune \
       --config.init_from=/tmp/triform/t5_tiny
   python -m train.main --config=configs/t5_finetune.py:lora --workdir=/tmp/triform/t5_lora \
       --config.init_from=/tmp/triform/t5_tiny
 
-The init_from workdir is `configs/t5_tiny.py`'s run; without it the model trains from scratch.
+The argument picks the task and LoRA (configs/common.finetuning: package, swap, name or
+body; lora), e.g. `:name,lora`. The init_from workdir is `configs/t5_tiny.py`'s run;
+without it the model trains from scratch.
 """
 from configs import common, t5_tiny
 

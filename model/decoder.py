@@ -62,14 +62,16 @@ class Decoder(nnx.Module):
     return x
 
   def decode(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array, *,
-             cache: dict | None = None) -> tuple[jax.Array, dict | None]:
-    """(logits [B, T, V], cache) for inputs, positions, segment_ids [B, T].
+             cache: dict | None = None, prefix: jax.Array | None = None
+             ) -> tuple[jax.Array, dict | None]:
+    """(logits [B, T, V], cache) for inputs, positions, segment_ids (and a prefix LM's
+    prefix) [B, T].
 
     Decoding: their keys and values go into a `cache` from `init_cache`, which they
     attend over and which comes back updated (None: no cache, None back).
     """
     # [B, T] -> [B, T, D]
-    x, cache = self.stack(self.embed(inputs), positions, segment_ids, cache=cache)
+    x, cache = self.stack(self.embed(inputs), positions, segment_ids, prefix=prefix, cache=cache)
     return self.logits(x), cache
 
   def logits(self, x: jax.Array) -> jax.Array:

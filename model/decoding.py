@@ -46,15 +46,17 @@ def choose(logits: jax.Array, key, temperature: float, top_k: int, top_p: float)
 
 
 # ---------------------------------------------------------------- per kind: prefill and step
-def _continuation_start(model, prompts, lengths, max_new_tokens, pad_id):
+def _continuation_start(model, prompts, lengths, max_new_tokens, pad_id, prompt_prefix):
   """(logits [B, V] for the first new token, cache, positions [B] of the first new token,
-  None: no encoder segments)."""
+  None: no encoder segments). With `prompt_prefix` the prompt reads itself both ways, as a
+  prefix LM's prefix (its cached keys and values are then those of that reading)."""
   del pad_id  # the prompt's own tokens start the continuation
   batch, prompt_len = prompts.shape
   positions = jnp.broadcast_to(jnp.arange(prompt_len), prompts.shape)
   segments = (positions < lengths[:, None]).astype(jnp.int32)
   cache = model.init_cache(batch, prompt_len + max_new_tokens)
-  logits, cache = model.decode(prompts, positions, segments, cache=cache)
+  logits, cache = model.decode(prompts, positions, segments, cache=cache,
+                               prefix=segments if prompt_prefix else None)
   return logits[jnp.arange(batch), lengths - 1], cache, lengths, None
 
 
@@ -65,8 +67,11 @@ def _continuation_step(model, encoder_segment_ids, tokens, positions, cache):
   return logits[:, 0], cache
 
 
-def _text_to_text_start(model, encoder_inputs, encoder_lengths, max_new_tokens, pad_id):
-  """Encodes once; the decoder starts from PAD at position 0, as in training."""
+def _text_to_text_start(model, encoder_inputs, encoder_lengths, max_new_tokens, pad_id,
+                        prompt_prefix):
+  """Encodes once (the encoder reads both ways: `prompt_prefix` changes nothing); the
+  decoder starts from PAD at position 0, as in training."""
+  del prompt_prefix
   batch, source_len = encoder_inputs.shape
   positions = jnp.broadcast_to(jnp.arange(source_len), encoder_inputs.shape)
   segments = (positions < encoder_lengths[:, None]).astype(jnp.int32)
@@ -98,10 +103,10 @@ def _generation(model) -> str:
   return model.GENERATION
 
 
-def _start(model, inputs, lengths, max_new_tokens, pad_id):
+def _start(model, inputs, lengths, max_new_tokens, pad_id, prompt_prefix=False):
   """(first logits [B, V], cache, first new positions [B], encoder segments or None)."""
   start, _ = _DECODING[_generation(model)]
-  return start(model, inputs, lengths, max_new_tokens, pad_id)
+  return start(model, inputs, lengths, max_new_tokens, pad_id, prompt_prefix)
 
 
 def _step(graphdef, params, encoder_segment_ids, tokens, positions, cache):
@@ -119,18 +124,20 @@ def _step(graphdef, params, encoder_segment_ids, tokens, positions, cache):
 # ---------------------------------------------------------------- sampling and greedy
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature",
                                              "top_k", "top_p", "return_logits", "eos_id",
-                                             "pad_id"))
+                                             "pad_id", "prompt_prefix"))
 def generate(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.Array, key, *,
              max_new_tokens: int, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-             return_logits: bool = False, eos_id: int = EOS_ID, pad_id: int = PAD_ID):
+             return_logits: bool = False, eos_id: int = EOS_ID, pad_id: int = PAD_ID,
+             prompt_prefix: bool = False):
   """New tokens [B, max_new_tokens] (and their logits [B, max_new_tokens, V] if asked).
 
   inputs [B, P]: the decoder's prompts, or the encoder-decoder's source rows;
-  lengths [B]: how many of each row's P tokens are real.
+  lengths [B]: how many of each row's P tokens are real; prompt_prefix: a decoder reads
+  its prompts both ways (a model tuned with a bidirectional prefix).
   """
   model = nnx.merge(graphdef, params)
   logits, cache, positions, encoder_segments = _start(model, inputs, lengths, max_new_tokens,
-                                                      pad_id)
+                                                      pad_id, prompt_prefix)
   batch = inputs.shape[0]
 
   def one_token(carry, t):
@@ -207,11 +214,13 @@ def beam_search(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.
 
 
 # ---------------------------------------------------------------- reference and the encoder
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "eos_id", "pad_id"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "eos_id", "pad_id",
+                                             "prompt_prefix"))
 def greedy_without_cache(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.Array,
-                         *, max_new_tokens: int, eos_id: int = EOS_ID, pad_id: int = PAD_ID):
+                         *, max_new_tokens: int, eos_id: int = EOS_ID, pad_id: int = PAD_ID,
+                         prompt_prefix: bool = False):
   """Greedy decoding that reruns the whole sequence for every token: the exact reference
-  for the cache. Returns (tokens [B, N], logits [B, N, V])."""
+  for the cache (prompt_prefix as in `generate`). Returns (tokens [B, N], logits [B, N, V])."""
   text_to_text = _generation(nnx.merge(graphdef, params)) == "text_to_text"
   batch = inputs.shape[0]
   if text_to_text:
@@ -231,7 +240,8 @@ def greedy_without_cache(graphdef: nnx.GraphDef, params, inputs: jax.Array, leng
     if text_to_text:
       all_logits = model(inputs, source_positions, source_segments, rows, positions, segments)
     else:
-      all_logits = model(rows, positions, segments)
+      prefix = (positions < lengths[:, None]).astype(jnp.int32) if prompt_prefix else None
+      all_logits = model(rows, positions, segments, prefix)
     logits = all_logits[jnp.arange(batch), starts + t]
     token = jnp.where(done, pad_id, jnp.argmax(logits, -1)).astype(jnp.int32)
     rows = rows.at[jnp.arange(batch), starts + t + 1].set(token)

@@ -136,7 +136,8 @@ class Stack(nnx.Module):
 
     Decoding (causal stacks): `cache` from `init_cache`; each row's tokens are
     written at their positions (slot = position) and attend to every filled
-    slot at or before their own; the updated cache is returned. Without one: None.
+    slot at or before their own (and to the slots of a `prefix`, on the prompt); the
+    updated cache is returned. Without one: None.
     """
     # [B, T, D]
     if self.position == "learned":
@@ -155,8 +156,11 @@ class Stack(nnx.Module):
       key_segments = cache["segments"]
       key_positions = jnp.broadcast_to(jnp.arange(key_segments.shape[1]), key_segments.shape)
       # [B, 1, T, C]
-      mask = ((segment_ids[:, None, :, None] == key_segments[:, None, None, :]) &
-              (key_positions[:, None, None, :] <= positions[:, None, :, None]))
+      visible = key_positions[:, None, None, :] <= positions[:, None, :, None]
+      if prefix is not None:  # the prefix's slots are visible from every query of the row
+        key_prefix = write_slots(jnp.zeros_like(key_segments), prefix, positions)
+        visible |= key_prefix.astype(bool)[:, None, None, :]
+      mask = (segment_ids[:, None, :, None] == key_segments[:, None, None, :]) & visible
     ctx = Context(
         mask=mask,
         bias=(self.relative_bias(positions, key_positions)

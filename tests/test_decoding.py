@@ -44,6 +44,22 @@ def test_cached_decoding_equals_recomputing_the_sequence(case):
   np.testing.assert_allclose(logits, ref_logits, rtol=LOGIT_TOL, atol=LOGIT_TOL)
 
 
+@pytest.mark.parametrize("case", ["decoder", "decoder_rotary_gqa_scan"])
+def test_a_prompt_read_both_ways_decodes_as_recomputed_and_unlike_a_causal_one(case):
+  graphdef, params = _model(case)
+  inputs, lengths = _prompts()
+  tokens, logits = decoding.generate(graphdef, params, inputs, lengths, jax.random.key(0),
+                                     max_new_tokens=8, return_logits=True, prompt_prefix=True)
+  ref_tokens, ref_logits = decoding.greedy_without_cache(graphdef, params, inputs, lengths,
+                                                         max_new_tokens=8, prompt_prefix=True)
+  np.testing.assert_array_equal(tokens, ref_tokens)
+  np.testing.assert_allclose(logits, ref_logits, rtol=LOGIT_TOL, atol=LOGIT_TOL)
+  _, causal = decoding.generate(graphdef, params, inputs, lengths, jax.random.key(0),
+                                max_new_tokens=8, return_logits=True)
+  # The last prompt token sees every prompt key either way; the earlier ones' states differ.
+  assert (np.abs(np.asarray(logits - causal))[:, 0].max(-1) > 1e-3).all()
+
+
 @pytest.mark.parametrize("case", ["decoder", "encoder_decoder_t5"])
 def test_beam_of_one_and_top_k_of_one_are_greedy(case):
   graphdef, params = _model(case, seed=1)

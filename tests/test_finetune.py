@@ -315,3 +315,18 @@ def test_lora_exported_to_peft_gives_our_logits_in_transformers(text_dir, data_d
   assert float(np.abs(theirs - base).max()) > 1e-2  # the adapters were loaded, and matter
   # fp32 on both sides, different summation orders (torch vs XLA): ~1e-5 on logits of ~1.
   np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=1e-4)
+
+
+def test_swapped_lines_differ_from_their_function_by_one_neighbouring_swap():
+  from train import task_data
+  originals = {f.text for p in task_data.STDLIB_PACKAGES for f in task_data._functions(p)}
+  examples = task_data.load("stdlib_swapped_lines", ("swapped", "as_written"))["validation"]
+  swapped = [e["text"] for e in examples if e["label"] == 0]
+  assert 0.4 < len(swapped) / len(examples) < 0.6
+  assert all(e["text"] in originals for e in examples if e["label"] == 1)
+  by_lines = {tuple(sorted(t.split("\n"))): t for t in originals}
+  for text in swapped:
+    lines, original = text.split("\n"), by_lines[tuple(sorted(text.split("\n")))].split("\n")
+    changed = [i for i, (a, b) in enumerate(zip(lines, original)) if a != b]
+    assert len(changed) == 2 and changed[1] == changed[0] + 1 < 6
+    assert lines[changed[0]] == original[changed[1]]

@@ -22,10 +22,11 @@ very rows that run trained on (tools/baselines.py --matched_budget), and the tok
 then says from how many tokens (and seconds) the model beats the n-gram.
 
 Downstream (`--finetune=TASK[,TASK...]`, built-in tasks of train/task_data.py such as
-stdlib_package): every pretrained run is then fine-tuned on each task from its final
+stdlib_package or stdlib_function_name): every pretrained run is then fine-tuned on each task from its final
 checkpoint with the same budget (configs/common.finetuning: steps, batch, learning rate),
 in the workdir `<run>-ft-<TASK>` beside it, and the table gains the task's accuracy and
-macro-F1 (`read` looks for those workdirs too). Task metrics compare across objectives.
+macro-F1, or for a text-to-text task its token accuracy, exact match, BLEU, chrF and ROUGE-L
+(`read` looks for those workdirs too). Task metrics compare across objectives.
 
 Budgets (`--budget=KIND:VALUE[,VALUE...]`) set `train.num_steps` per run: `tokens` and
 `flops` (training FLOPs by the model's own count, the figure MFU uses) divide by what one
@@ -46,7 +47,7 @@ import ml_collections
 
 from configs import common
 from tools import compare_plots, compare_runs, scaling
-from train import cli, guards, task_data
+from train import cli, guards, task_data, text_metrics
 from train.experiment import Experiment
 
 FLAGS = flags.FLAGS
@@ -177,9 +178,11 @@ def finetune_config(pretrained: ml_collections.ConfigDict, task: str, workdir: s
   """The pretrained run's config fine-tuned on built-in `task` from `workdir`'s checkpoint,
   with the same budget for every run (configs/common.finetuning, then `overrides`)."""
   c = ml_collections.ConfigDict(pretrained.to_dict())
-  common.finetuning(c, None)
+  short_names = {settings[1]: name for name, settings in common.FINETUNING_TASKS.items()}
+  common.finetuning(c, short_names.get(task))
   c.task.data = task
-  c.model.num_classes = len(task_data.class_names(task, ""))
+  if c.task.name == "classification":
+    c.model.num_classes = len(task_data.class_names(task, ""))
   c.init_from = workdir
   for override in overrides:
     name, _, text = override.partition("=")
@@ -189,7 +192,8 @@ def finetune_config(pretrained: ml_collections.ConfigDict, task: str, workdir: s
 
 
 def downstream(workdir: str, tasks: list[str]) -> dict:
-  """{"TASK accuracy": ..., "TASK macro_f1": ...} of the run's fine-tunings that finished."""
+  """{"TASK accuracy": ..., "TASK macro_f1": ...} of the run's fine-tunings that finished
+  (a text-to-text task: token accuracy, and its generations' scores, "TASK chrf", ...)."""
   metrics = {}
   for task in tasks:
     path = epath.Path(finetune_workdir(workdir, task)) / "summary.json"
@@ -197,7 +201,10 @@ def downstream(workdir: str, tasks: list[str]) -> dict:
       summary = json.loads(path.read_text())
       metrics.update({f"{task} {name}": summary[f"final_{name}"]
                       for name in ("accuracy", "macro_f1") if f"final_{name}" in summary})
-      metrics[f"{task} majority"] = summary.get("majority_accuracy")
+      metrics.update({f"{task} {name}": summary[name]
+                      for name in text_metrics.METRICS if name in summary})
+      if "majority_accuracy" in summary:
+        metrics[f"{task} majority"] = summary["majority_accuracy"]
   return metrics
 
 

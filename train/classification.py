@@ -8,26 +8,23 @@ their second text with BERT's segment embeddings where the model has them
 (model.num_token_types). Loss: cross-entropy; metrics: accuracy and macro-F1 (from
 per-class counts the step sums, equal to scikit-learn's f1_score(average="macro")).
 """
-import math
 
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from model import FAMILIES
-from train import task_data, tokenizer
+from train import example_task, task_data, tokenizer
 
 POOLINGS = ("family", "first", "last", "mean")
 
 
-class Classification:
+class Classification(example_task.ExampleTask):
   """Predict each row's class; the baseline is the majority class of the training split."""
   LOSS = ("nll", "examples")
 
   def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
     t, family = config.task, FAMILIES[config.model.family]
     if family.CLASSIFY_POOLING is None:
       raise ValueError(f"config.task.name='classification' does not fit config.model.family="
@@ -45,14 +42,8 @@ class Classification:
     per_class = [f"{kind}_{i}" for i in range(len(self.classes)) for kind in ("tp", "fp", "fn")]
     self.SUMS = ("nll", "examples", "correct", *per_class)
     # Read now, so a missing or empty file or a stray label fails before anything runs.
-    self._examples = task_data.load(t.data, self.classes, t.tfds_data_dir, t.tfds_text)
-
-  @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> "Classification":
-    return cls(config)
-
-  def examples(self, split: str) -> list[dict]:
-    return self._examples[split]
+    super().__init__(config, task_data.load(t.data, self.classes, t.tfds_data_dir,
+                                            t.tfds_text))
 
   # ---------------------------------------------------------------- shapes and cost
   @property
@@ -137,26 +128,8 @@ class Classification:
       row["token_types"] = pad(types, length)
     return row
 
-  def dataset(self, documents, tok: tokenizer.Tokenizer, *, train: bool):
-    """This host's batches of the task's examples (`documents`, the pretraining text, are
-    not read). Training: shuffled, repeated, each host its share of the rows.
-    Evaluation: every example once, padded to whole batches of weight-0 rows."""
-    del documents
-    c = self.config
-    hosts, host = jax.process_count(), jax.process_index()
-    rows = c.train.batch_size // hosts
-    examples = self.examples("train" if train else "validation")
-    if train:
-      encode = lambda example: self.encode(example, tok)
-      source = grain.MapDataset.source(examples).shuffle(seed=c.seed).repeat()[host::hosts]
-      return source.map(encode).batch(rows, drop_remainder=True).to_iter_dataset()
-    encoded = [self.encode(e, tok) for e in examples]
-    padding = dict(encoded[0], weight=np.zeros(1, np.float32))
-    total = math.ceil(len(encoded) / c.train.batch_size) * c.train.batch_size
-    encoded += [padding] * (total - len(encoded))
-    mine = encoded[host::hosts]
-    return [{k: np.stack([r[k] for r in mine[i:i + rows]]) for k in mine[0]}
-            for i in range(0, len(mine), rows)]
+  def padding_row(self, row: dict) -> dict:
+    return dict(row, weight=np.zeros(1, np.float32))
 
   # ---------------------------------------------------------------- reports
   def summarize(self, sums: dict) -> dict:

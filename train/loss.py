@@ -76,3 +76,19 @@ def cross_entropy_sums(logits_fn: Callable[[jax.Array], jax.Array], hidden: jax.
   (nll, correct), _ = jax.lax.scan(add_block, (zero, zero),
                                    (blocks(hidden), blocks(targets), blocks(weights)))
   return nll, correct
+
+
+def target_sums(model, batch: dict, max_scored: int, train, rngs=None) -> dict:
+  """{"nll", "tokens", "correct"}: sums over `batch` of the weighted targets' cross-entropy,
+  weight and correct predictions, by `model` (its INPUTS and the OPTIONAL_INPUTS present),
+  projecting at most `max_scored` positions a row (0: all) in train.loss_chunk blocks."""
+  names = model.INPUTS + tuple(n for n in model.OPTIONAL_INPUTS if n in batch)
+  # [B, T, D]
+  hidden = model.hidden(**{name: batch[name] for name in names}, rngs=rngs)
+  # [B, T] each
+  targets, weights = batch["targets"], batch["weights"]
+  if max_scored:
+    hidden, targets, weights = select_scored(hidden, targets, weights, max_scored)
+  nll, correct = cross_entropy_sums(model.logits, hidden, targets, weights, train.loss_chunk,
+                                    train.accuracy_from_max)
+  return {"nll": nll, "tokens": weights.sum(), "correct": correct}

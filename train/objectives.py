@@ -234,10 +234,10 @@ class SpanCorruption(Objective):
     inputs, targets = noise.corrupt_spans(tokens, mask, sentinels, self.specials.eos_id)
     scored = row["targets_segment_ids"].any()
     if self.decoder:
-      return _decoder_example(np.concatenate([inputs, targets]), len(inputs), self.seq_len,
+      return decoder_example(np.concatenate([inputs, targets]), len(inputs), self.seq_len,
                               self.specials.bos_id, bidirectional=not self.causal_prefix,
                               scored=scored)
-    return _encoder_decoder_example(inputs, targets, self.seq_len, self.targets_length,
+    return encoder_decoder_example(inputs, targets, self.seq_len, self.targets_length,
                                     self.specials.pad_id, scored)
 
   def describe_scored(self, seed: int) -> str:
@@ -288,17 +288,17 @@ class PrefixLM(Objective):
     split = int(rng.integers(1, n)) if n > 1 else n
     if self.encoded:
       eos = self.specials.eos_id
-      return _encoder_decoder_example(np.append(tokens[:split], eos),
+      return encoder_decoder_example(np.append(tokens[:split], eos),
                                       np.append(tokens[split:], eos), self.seq_len,
                                       self.seq_len, self.specials.pad_id, scored=n > 1)
-    return _decoder_example(tokens, split, self.seq_len, self.specials.bos_id,
+    return decoder_example(tokens, split, self.seq_len, self.specials.bos_id,
                             bidirectional=not self.causal_prefix)
 
   def describe_scored(self, seed: int) -> str:
     return "each row's suffix after a random split point, " + _EVAL_SEED.format(seed=seed)
 
 
-def _decoder_example(tokens: np.ndarray, split: int, length: int, bos_id: int,
+def decoder_example(tokens: np.ndarray, split: int, length: int, bos_id: int,
                      bidirectional: bool, scored: bool = True) -> dict:
   """A decoder row of `tokens` [n <= length] scoring tokens[split:] given tokens[:split],
   which it reads both ways (a `prefix` field) if `bidirectional`, else causally."""
@@ -314,7 +314,7 @@ def _decoder_example(tokens: np.ndarray, split: int, length: int, bos_id: int,
   return example
 
 
-def _encoder_decoder_example(inputs: np.ndarray, targets: np.ndarray, inputs_length: int,
+def encoder_decoder_example(inputs: np.ndarray, targets: np.ndarray, inputs_length: int,
                              targets_length: int, pad_id: int, scored: bool) -> dict:
   """One example padded into an encoder row and a decoder row (decoder start: pad, as T5)."""
   enc_positions, enc_segments = _one_segment(inputs_length, len(inputs))

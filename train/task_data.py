@@ -1,19 +1,26 @@
-"""Labelled examples for fine-tuning tasks: built-in ones from the standard library, and files.
+"""Examples for fine-tuning tasks: built-in ones from the standard library, and files.
 
 `config.task.data` names them:
-  - a built-in task (BUILTIN), made from this interpreter's standard library so that tests
-    and demos download nothing: `stdlib_package` (which top-level package a function
-    comes from) and `stdlib_same_module` (whether two functions come from the same module);
-  - local files, `PATH` with `{split}` in it (train, validation): JSONL with "text"
-    (and "text_b" for pairs) and "label", or TSV with a header naming those columns;
+  - a built-in task, made from this interpreter's standard library so that tests and demos
+    download nothing. Classification (BUILTIN): `stdlib_package` (which top-level package a
+    function comes from) and `stdlib_same_module` (whether two functions come from the same
+    module) and `stdlib_swapped_lines` (whether a function reads as written or has two
+    neighbouring lines swapped). Text to text (BUILTIN_PAIRS): `stdlib_function_name` (a function's name from
+    its body) and `stdlib_docstring_body` (a function's body from its signature and
+    docstring, as a prompt and its completion);
+  - local files, `PATH` with `{split}` in it (train, validation): JSONL, or TSV with a
+    header, holding "text" (and "text_b" for pairs) and "label" for classification, and
+    "input" and "target" (or "prompt" and "completion") for text to text;
   - `tfds:NAME` (glue/sst2, super_glue/boolq, ...): a TFDS dataset already prepared as
     ArrayRecord (read-only, never downloaded: train/sources.PreparedTfds), its train and
     validation splits, the text features config.task.tfds_text names and its ClassLabel
     feature "label" (whose names are the classes).
-Every example is {"text": str, "text_b": str (pairs only), "label": int}; labels are
-indices into the task's class names (config.task.classes for files).
+A classification example is {"text": str, "text_b": str (pairs only), "label": int}, its
+label an index into the task's class names (config.task.classes for files); a text-to-text
+example is {"input": str, "target": str}.
 """
 import ast
+import collections
 import csv
 import functools
 import hashlib
@@ -40,10 +47,16 @@ def _split_of(key: str, validation_percent: int = 20) -> str:
   return "validation" if bucket < validation_percent else "train"
 
 
+# A function of the standard library: its module (relative to the stdlib), its source
+# (dedented), its name, and its source split where the body starts (`head` holds the
+# signature, `docstring` the docstring statement, `rest` what follows them).
+Function = collections.namedtuple("Function", "module text name head docstring rest")
+
+
 @functools.lru_cache(maxsize=None)
 def _functions(package: str) -> tuple:
-  """(module path relative to the stdlib, function source) of each function in `package`,
-  its tests excluded, in a fixed order."""
+  """Every function (Function) of `package` of at least _MIN_LINES lines, its tests
+  excluded, in a fixed order."""
   root, found = sysconfig.get_paths()["stdlib"], []
   for directory, subdirs, files in sorted(os.walk(os.path.join(root, package))):
     subdirs[:] = sorted(d for d in subdirs if not d.startswith("test") and d != "__pycache__")
@@ -59,15 +72,19 @@ def _functions(package: str) -> tuple:
       for node in ast.walk(tree):
         if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.end_lineno - node.lineno + 1 >= _MIN_LINES):
-          text = textwrap.dedent("\n".join(lines[node.lineno - 1:node.end_lineno]))
-          found.append((os.path.relpath(path, root), text))
+          own = textwrap.dedent("\n".join(lines[node.lineno - 1:node.end_lineno])).split("\n")
+          body = node.body[0].lineno - node.lineno  # decorators sit above node.lineno
+          doc = node.body[0].end_lineno - node.lineno + 1 if ast.get_docstring(node) else body
+          join = lambda part: "\n".join(part)
+          found.append(Function(os.path.relpath(path, root), join(own), node.name,
+                                join(own[:body]), join(own[body:doc]), join(own[doc:])))
   return tuple(found)
 
 
 def _stdlib_package(split: str) -> list[dict]:
   examples = []
   for label, package in enumerate(STDLIB_PACKAGES):
-    functions = [text for _, text in _functions(package) if _split_of(text) == split]
+    functions = [f.text for f in _functions(package) if _split_of(f.text) == split]
     examples += [{"text": text, "label": label} for text in functions[:_PER_CLASS]]
   return examples
 
@@ -76,9 +93,9 @@ def _stdlib_same_module(split: str) -> list[dict]:
   """Pairs of functions: label 1 if both come from one module (half of them), else 0."""
   by_module = {}
   for package in STDLIB_PACKAGES:
-    for module, text in _functions(package):
-      if _split_of(module) == split:  # whole modules: the pairs of one split share none
-        by_module.setdefault(module, []).append(text)
+    for function in _functions(package):
+      if _split_of(function.module) == split:  # whole modules: the splits share none
+        by_module.setdefault(function.module, []).append(function.text)
   modules = sorted(m for m, texts in by_module.items() if len(texts) >= 2)
   examples = []
   for i, module in enumerate(modules):
@@ -89,11 +106,64 @@ def _stdlib_same_module(split: str) -> list[dict]:
   return examples
 
 
+def _stdlib_swapped_lines(split: str) -> list[dict]:
+  """Each function as written (label 1), or with two neighbouring lines among its first six
+  swapped (label 0), the choice and the lines drawn from a hash of its text: whether code
+  reads right, like CoLA's sentences (Warstadt et al. 2019). The swap stays in the first
+  lines, so a row that keeps only a function's start still holds it."""
+  examples = []
+  for package in STDLIB_PACKAGES:
+    functions = [f.text for f in _functions(package) if _split_of(f.text) == split]
+    for text in functions[:_PER_CLASS]:
+      draw = int(hashlib.sha256(("swap:" + text).encode()).hexdigest(), 16)
+      lines = text.split("\n")
+      # Neighbours i, i + 1 that differ, among the first six lines.
+      swappable = [i for i in range(min(len(lines), 6) - 1) if lines[i] != lines[i + 1]]
+      if draw % 2 or not swappable:
+        examples.append({"text": text, "label": 1})
+        continue
+      i = swappable[(draw // 2) % len(swappable)]
+      lines[i], lines[i + 1] = lines[i + 1], lines[i]
+      examples.append({"text": "\n".join(lines), "label": 0})
+  return examples
+
+
+def _stdlib_pairs(split: str, make) -> list[dict]:
+  """{"input", "target"} = make(function) (None: skip it) for up to _PER_CLASS functions of
+  each package in `split`."""
+  examples = []
+  for package in STDLIB_PACKAGES:
+    made = [make(f) for f in _functions(package) if _split_of(f.text) == split]
+    examples += [pair for pair in made if pair is not None][:_PER_CLASS]
+  return examples
+
+
+def _function_name(function: Function) -> dict:
+  """The body (docstring included) in, the name out."""
+  return {"input": "\n".join(part for part in (function.docstring, function.rest) if part),
+          "target": function.name}
+
+
+def _docstring_body(function: Function) -> dict | None:
+  """Signature and docstring in, the code below them out (functions with a docstring)."""
+  if not function.docstring or not function.rest.strip():
+    return None
+  return {"input": function.head + "\n" + function.docstring + "\n", "target": function.rest}
+
+
 # name -> (class names, examples of a split, whether examples are pairs)
 BUILTIN = {
     "stdlib_package": (STDLIB_PACKAGES, _stdlib_package, False),
     "stdlib_same_module": (("different", "same"), _stdlib_same_module, True),
+    "stdlib_swapped_lines": (("swapped", "as_written"), _stdlib_swapped_lines, False),
 }
+# name -> examples of a split, {"input", "target"} each
+BUILTIN_PAIRS = {
+    "stdlib_function_name": lambda split: _stdlib_pairs(split, _function_name),
+    "stdlib_docstring_body": lambda split: _stdlib_pairs(split, _docstring_body),
+}
+# The field names a text-to-text file may use: (input, target) or (prompt, completion).
+PAIR_FIELDS = (("input", "target"), ("prompt", "completion"))
 
 
 def _read_rows(path: str) -> list[dict]:
@@ -195,3 +265,29 @@ def load(data: str, classes: tuple, tfds_dir: str = "", tfds_text: str = "") -> 
                      f"({', '.join(BUILTIN)}) nor a path with {{split}} in it "
                      "(e.g. /data/sst2/{split}.jsonl)")
   return {split: _from_file(data.format(split=split), classes) for split in SPLITS}
+
+
+def _pairs_from_file(path: str) -> list[dict]:
+  rows, examples = _read_rows(path), []
+  fields = next((f for f in PAIR_FIELDS if set(f) <= set(rows[0])), None)
+  if fields is None:
+    raise ValueError(f"config.task.data: {path} example 1 has fields {sorted(rows[0])}; a "
+                     "text-to-text task reads input and target (or prompt and completion)")
+  for number, row in enumerate(rows, 1):
+    if not all(isinstance(row.get(f), str) for f in fields):
+      raise ValueError(f"config.task.data: {path} example {number} lacks a text {fields[0]} "
+                       f"or {fields[1]} field")
+    examples.append({"input": row[fields[0]], "target": row[fields[1]]})
+  return examples
+
+
+def load_pairs(data: str) -> dict:
+  """{split: [{"input", "target"}, ...]} of a text-to-text config.task.data; one-line
+  ValueErrors for missing or empty files and absent fields."""
+  if data in BUILTIN_PAIRS:
+    return {split: BUILTIN_PAIRS[data](split) for split in SPLITS}
+  if "{split}" not in data:
+    raise ValueError(f"config.task.data={data!r} is neither a built-in text-to-text task "
+                     f"({', '.join(BUILTIN_PAIRS)}) nor a path with {{split}} in it "
+                     "(e.g. /data/summaries/{split}.jsonl)")
+  return {split: _pairs_from_file(data.format(split=split)) for split in SPLITS}

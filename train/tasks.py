@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 
 from model import FAMILIES, decoding
-from train import classification, input_pipeline, loss, objectives, tokenizer, unigram
+from train import (classification, input_pipeline, loss, objectives, text_to_text, tokenizer,
+                   unigram)
 
 
 def _prompts(val_docs, tok, num: int, length: int) -> np.ndarray:
@@ -104,18 +105,8 @@ class LanguageModeling:
     Only the positions the objective can score are projected onto the vocabulary
     (`max_scored`, see train/loss.py), `config.train.loss_chunk` of them at a time if set.
     """
-    names = model.INPUTS + tuple(n for n in model.OPTIONAL_INPUTS if n in batch)
-    # [B, T, D]
-    hidden = model.hidden(**{name: batch[name] for name in names}, rngs=rngs)
-    # [B, T] each
-    targets, weights = batch["targets"], batch["weights"]
-    if self.max_scored:
-      hidden, targets, weights = loss.select_scored(hidden, targets, weights, self.max_scored)
-    t = self.config.train
-    nll, correct = loss.cross_entropy_sums(model.logits, hidden, targets, weights, t.loss_chunk,
-                                           t.accuracy_from_max)
-    return {"nll": nll, "tokens": weights.sum(), "correct": correct,
-            "bytes": batch["target_bytes"].sum().astype(jnp.float32)}
+    sums = loss.target_sums(model, batch, self.max_scored, self.config.train, rngs)
+    return dict(sums, bytes=batch["target_bytes"].sum().astype(jnp.float32))
 
   # ---------------------------------------------------------------- batches
   def dataset(self, documents, tok: tokenizer.Tokenizer, *, train: bool):
@@ -193,7 +184,8 @@ class LanguageModeling:
 
 
 # config.task.name -> the task class (each has from_config).
-TASKS = {"language_modeling": LanguageModeling, "classification": classification.Classification}
+TASKS = {"language_modeling": LanguageModeling, "classification": classification.Classification,
+         "text_to_text": text_to_text.TextToText}
 
 
 def make(config: ml_collections.ConfigDict):
