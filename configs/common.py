@@ -123,12 +123,12 @@ def _declared() -> ml_collections.ConfigDict:
   c.decoder_prefix = "bidirectional"
   c.noise = ml_collections.ConfigDict()
   c.noise.mlm_rate = Num(0.15, "(0, 1)", "share of text tokens selected (BERT)")
-  c.noise.whole_word_masking = False
+  c.noise.whole_word_masking = False  # mlm: select all the pieces of a word together
   c.noise.noise_density = Num(0.15, "(0, 1)", "share of tokens in noise spans (T5)")
   c.noise.mean_span_length = Num(3.0, "[1, inf)", "mean noise span length in tokens (T5)")
 
   c.model = ml_collections.ConfigDict()
-  c.model.family = "decoder"  # "encoder" (BERT), "decoder" (GPT) or "encoder_decoder" (T5)
+  c.model.family = "decoder"  # "encoder" (BERT), "decoder" (GPT), "encoder_decoder" (T5), "lstm"
   c.model.num_layers = Num(2, "[1, inf)", "layers (the encoder's, for encoder_decoder)")
   c.model.num_decoder_layers = Num(0, "[0, inf)", "encoder_decoder only; 0: same as num_layers")
   c.model.embed_dim = Num(128, "[1, inf)", "model width")
@@ -161,7 +161,7 @@ def _declared() -> ml_collections.ConfigDict:
   c.model.num_token_types = Num(0, "[0, inf)", "encoder only: BERT's segment A/B embeddings (2)")
   c.model.dropout_rate = Num(0.0, "[0, 1)", "dropout on embeddings, attention and MLP outputs")
   c.model.dtype = "float32"  # compute dtype
-  c.model.param_dtype = "float32"
+  c.model.param_dtype = "float32"  # float32 | bfloat16 | float16 (the parameters' dtype)
   c.model.remat = "none"  # none | full | dots | dots_no_batch (what the backward pass keeps)
   c.model.scan_layers = False  # True: one scanned layer, compile time flat in depth
   # ---- Fine-tuning: a classification head (train/classification.py) ----
@@ -175,7 +175,7 @@ def _declared() -> ml_collections.ConfigDict:
   c.model.lora_rank = Num(0, "[0, inf)", "rank of each LoRA update; 0: no LoRA")
   c.model.lora_alpha = Num(16.0, "(0, inf)", "LoRA updates are scaled by lora_alpha / lora_rank")
   c.model.lora_dropout = Num(0.0, "[0, 1)", "dropout on the LoRA adapters' inputs in training")
-  c.model.lora_targets = "query,value"
+  c.model.lora_targets = "query,value"  # adapted kernels of query, key, value, out, wi, wi_linear, wo
 
   c.data = ml_collections.ConfigDict()
   # "stdlib": the interpreter's standard-library *.py files, built on this machine.
@@ -188,7 +188,7 @@ def _declared() -> ml_collections.ConfigDict:
   c.data.text_field = "text"  # the JSONL / Parquet field or TFDS feature holding the text
   c.data.tfds_data_dir = ""  # tfds: sources' data dir (local or gs://); "": TFDS's default
   c.data.train_split = "train"  # tfds: the dataset's split names to train and validate on
-  c.data.validation_split = "validation"
+  c.data.validation_split = "validation"  # tfds: the split to validate on
   # ((source, weight), ...): mix these sources (each as data.source) in the proportions of
   # the weights, deterministic by (seed, example index). Empty: read data.source alone.
   c.data.mixture = ()
@@ -197,7 +197,7 @@ def _declared() -> ml_collections.ConfigDict:
   # its pieces) or an HF tokenizer directory (tokenizer.json). vocab_size must match it.
   c.data.tokenizer = "train"
   # ---- end of real data fields
-  c.data.data_dir = default_data_dir()
+  c.data.data_dir = default_data_dir()  # corpora, tokenizers: $TRIFORM_DATA_DIR or ~/.cache/triform
   c.data.validation_percent = Num(5, "[1, 99]", "share of documents (by path hash) held out")
   c.data.vocab_size = Num(4096, "[1, inf)", "embedding rows (a trained tokenizer: pieces + 100 sentinels)")
   c.data.tokenizer_sentences = Num(200_000, "[1, inf)", "lines sampled to train the tokenizer")
@@ -237,7 +237,7 @@ def _declared() -> ml_collections.ConfigDict:
   # minus those matching `frozen`; frozen ones keep no optimizer state. Each pattern
   # must match some parameter.
   c.train.trainable = ""
-  c.train.frozen = ""
+  c.train.frozen = ""  # comma-separated regexes of parameters kept fixed
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = Num(1e-3, "(0, inf)", "peak learning rate, after warmup")
@@ -255,7 +255,7 @@ def _declared() -> ml_collections.ConfigDict:
   c.mesh.tensor = Num(1, "-1 | [1, inf)", "tensor-parallel axis size; -1: the rest")
 
   c.sharding = ml_collections.ConfigDict()
-  c.sharding.rules = DEFAULT_RULES
+  c.sharding.rules = DEFAULT_RULES  # ((logical axis, mesh axes), ...); None: replicated
 
   # ---- Fine-tuning: the task the run trains (train/tasks.py) ----
   c.task = ml_collections.ConfigDict()
@@ -273,15 +273,13 @@ def _declared() -> ml_collections.ConfigDict:
   # tfds:NAME data: where it is prepared ("": TFDS's default) and its text feature(s), one or
   # two comma-separated (sentence; sentence1,sentence2; question,passage).
   c.task.tfds_data_dir = ""
-  c.task.tfds_text = "sentence"
+  c.task.tfds_text = "sentence"  # tfds: the text feature(s), comma-separated
   # Which states the head reads: "family" (its own: encoder first token, decoder last),
   # first, last, or mean (of the row's tokens).
   c.task.pooling = "family"
-  # text_to_text: the room for a target (its EOS included; data.seq_len holds the input) ...
+  # text_to_text: the room for a target (data.seq_len holds the input).
   c.task.target_len = Num(32, "[2, inf)", "tokens of a text-to-text target, EOS included")
-  # ... whether a decoder's training rows pack several examples (each keeps its own mask) ...
-  c.task.pack = True
-  # ... and how many validation examples the end of the run decodes and scores.
+  c.task.pack = True  # text_to_text: a decoder's train rows hold several examples, each masked
   c.task.generate_examples = Num(-1, "-1 | [0, inf)", "examples decoded at the end; -1: all")
 
   c.sample = ml_collections.ConfigDict()

@@ -3,11 +3,11 @@
 `config.task.data` names them:
   - a built-in task, made from this interpreter's standard library so that tests and demos
     download nothing. Classification (BUILTIN): `stdlib_package` (which top-level package a
-    function comes from) and `stdlib_same_module` (whether two functions come from the same
+    function comes from), `stdlib_same_module` (whether two functions come from the same
     module) and `stdlib_swapped_lines` (whether a function reads as written or has two
-    neighbouring lines swapped). Text to text (BUILTIN_PAIRS): `stdlib_function_name` (a function's name from
-    its body) and `stdlib_docstring_body` (a function's body from its signature and
-    docstring, as a prompt and its completion);
+    neighbouring lines swapped). Text to text (BUILTIN_PAIRS): `stdlib_function_name` (a
+    function's name from its body) and `stdlib_docstring_body` (a function's body from its
+    signature and docstring, as a prompt and its completion);
   - local files, `PATH` with `{split}` in it (train, validation): JSONL, or TSV with a
     header, holding "text" (and "text_b" for pairs) and "label" for classification, and
     "input" and "target" (or "prompt" and "completion") for text to text;
