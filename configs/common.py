@@ -60,6 +60,8 @@ def tiny_training(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 FINETUNING_TASKS = {
     "package": ("classification", "stdlib_package", 64, 32, 6, 100),  # the first 64 tokens
     "swap": ("classification", "stdlib_swapped_lines", 64, 32, 2, 300),
+    # The same, as the T5 paper casts classification: the class name is the target.
+    "swap_text": ("text_to_text", "stdlib_swapped_lines", 64, 8, 0, 300),
     "name": ("text_to_text", "stdlib_function_name", 64, 12, 0, 500),
     "body": ("text_to_text", "stdlib_docstring_body", 64, 64, 0, 300),
 }
@@ -68,10 +70,11 @@ FINETUNING_TASKS = {
 def finetuning(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
   """Fine-tunes a `*_tiny` config on a built-in task from the standard library. `arg`,
   comma-separated: one task of FINETUNING_TASKS (default "package": which top-level package a
-  function comes from; "swap": whether it reads as written or has two lines swapped; "name":
-  its name from its body; "body": its body from its signature and docstring), and "lora" to
-  train LoRA adapters (and a head) only. Start from a
-  pretrained run with --config.init_from=WORKDIR (else from scratch). Minutes on a 2-core CPU."""
+  function comes from; "swap": whether it reads as written or has two lines swapped;
+  "swap_text": the same with the class name as a text-to-text target; "name": its name from
+  its body; "body": its body from its signature and docstring), and "lora" to train LoRA
+  adapters (and a head) only. Start from a pretrained run with --config.init_from=WORKDIR
+  (else from scratch). Minutes on a 2-core CPU."""
   words = [w for w in (arg or "").split(",") if w]
   tasks = [w for w in words if w in FINETUNING_TASKS]
   unknown = set(words) - set(FINETUNING_TASKS) - {"lora"}

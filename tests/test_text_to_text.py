@@ -110,7 +110,7 @@ def _write(path, rows):
     (lambda c, d: setattr(c.task, "data", _write(d / "train.jsonl", [])),
      r"train.jsonl holds no examples"),
     (lambda c, d: setattr(c.task, "data", "stdlib_functions"),
-     r"neither a built-in text-to-text task"),
+     r"neither a built-in task"),
     (lambda c, d: (c.model.update(family="encoder"), c.update(objective="mlm")),
      r"does not fit config.model.family='encoder': it does not generate text"),
     (lambda c, d: (c.task.update(target_len=60), c.model.update(position="learned")),
@@ -137,3 +137,10 @@ def test_each_family_s_finetune_config_builds_its_task(name, arg):
 def test_a_finetune_config_argument_names_what_it_accepts():
   with pytest.raises(ValueError, match=r"'nmae': give at most one task of \['body', 'name'"):
     common.finetuning(common.base_config(), "nmae")
+
+
+def test_a_classification_task_as_text_to_text_writes_its_class_names():
+  classes = task_data.BUILTIN["stdlib_swapped_lines"][0]
+  labelled = task_data.load("stdlib_swapped_lines", classes)["validation"]
+  pairs = task_data.load_pairs("stdlib_swapped_lines")["validation"]
+  assert pairs == [{"input": e["text"], "target": classes[e["label"]]} for e in labelled]

@@ -7,7 +7,8 @@
     module) and `stdlib_swapped_lines` (whether a function reads as written or has two
     neighbouring lines swapped). Text to text (BUILTIN_PAIRS): `stdlib_function_name` (a
     function's name from its body) and `stdlib_docstring_body` (a function's body from its
-    signature and docstring, as a prompt and its completion);
+    signature and docstring, as a prompt and its completion); a classification task is
+    text to text too, its class name the target (as the T5 paper casts classification);
   - local files, `PATH` with `{split}` in it (train, validation): JSONL, or TSV with a
     header, holding "text" (and "text_b" for pairs) and "label" for classification, and
     "input" and "target" (or "prompt" and "completion") for text to text;
@@ -286,8 +287,13 @@ def load_pairs(data: str) -> dict:
   ValueErrors for missing or empty files and absent fields."""
   if data in BUILTIN_PAIRS:
     return {split: BUILTIN_PAIRS[data](split) for split in SPLITS}
+  if data in BUILTIN:  # a classification task in T5's way: the class name is the target
+    names, make, _ = BUILTIN[data]
+    join = lambda e: e["text"] + ("\n" + e["text_b"] if "text_b" in e else "")
+    return {split: [{"input": join(e), "target": names[e["label"]]} for e in make(split)]
+            for split in SPLITS}
   if "{split}" not in data:
-    raise ValueError(f"config.task.data={data!r} is neither a built-in text-to-text task "
-                     f"({', '.join(BUILTIN_PAIRS)}) nor a path with {{split}} in it "
-                     "(e.g. /data/summaries/{split}.jsonl)")
+    raise ValueError(f"config.task.data={data!r} is neither a built-in task "
+                     f"({', '.join([*BUILTIN_PAIRS, *BUILTIN])}) nor a path with {{split}} "
+                     "in it (e.g. /data/summaries/{split}.jsonl)")
   return {split: _pairs_from_file(data.format(split=split)) for split in SPLITS}
