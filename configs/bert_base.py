@@ -2,7 +2,7 @@
 token-type embeddings, MLM head tied to the input embedding; 109,514,298 parameters
 with the MLM head (110M with the pooler).
 
-  python -m train.main --config=configs/bert_base.py --workdir=gs://bucket/bert_base
+  python -m train.main --config=configs/bert_base.py --workdir=/tmp/triform/bert_base
 
 Batch 256 x 512 and 1M steps as in the paper.
 """

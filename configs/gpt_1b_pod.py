@@ -6,7 +6,10 @@ Sized for a TPU v5p slice, v5p:4x4x4 (v5p-128: 64 chips of 95 GiB HBM). Check th
 compiles and fits there (about 5 minutes on a 2-core CPU), then train:
 
   python -m tools.aot_compile --config=configs/gpt_1b_pod.py --topology=v5p:4x4x4
-  python -m train.main --config=configs/gpt_1b_pod.py --workdir=gs://bucket/gpt_1b
+  python -m train.main --config=configs/gpt_1b_pod.py --workdir=/mnt/shared/gpt_1b
+
+The workdir is one directory every host shares (an NFS mount such as Filestore); gs://
+workdirs are not supported yet.
 
 Batch 512 rows of 2048 tokens (2^20 tokens); 20 tokens per parameter (Chinchilla) take
 about 25,000 steps. Layout: pure data parallel, 8 rows per chip, each chip holding the whole

@@ -1,7 +1,7 @@
 """GPT-2 small (124M parameters; Radford et al. 2019): learned positions, pre-LayerNorm,
 tanh-GELU, tied embeddings, 1024 tokens of context.
 
-  python -m train.main --config=configs/gpt_small.py --workdir=gs://bucket/gpt_small
+  python -m train.main --config=configs/gpt_small.py --workdir=/tmp/triform/gpt_small
 
 Sized for a TPU slice: the batch of 512 x 1024 tokens is the GPT-2 paper's.
 """

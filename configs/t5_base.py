@@ -1,7 +1,7 @@
 """T5-base (Raffel et al. 2020): 12+12 layers of width 768, relative-position buckets,
 RMSNorm, ReLU, no biases, tied embeddings; 222,903,552 parameters.
 
-  python -m train.main --config=configs/t5_base.py --workdir=gs://bucket/t5_base
+  python -m train.main --config=configs/t5_base.py --workdir=/tmp/triform/t5_base
 
 Inputs 512 / targets 114 and batch 128 as in T5X's base_c4_pretrain.
 """

@@ -6,7 +6,10 @@ Sized for a TPU v5e pod, v5e:16x16 (v5litepod-256: 256 chips of 16 GiB HBM). Che
 step compiles and fits there (about 5 minutes on a 2-core CPU), then train:
 
   python -m tools.aot_compile --config=configs/t5_xl_pod.py --topology=v5e:16x16
-  python -m train.main --config=configs/t5_xl_pod.py --workdir=gs://bucket/t5_xl
+  python -m train.main --config=configs/t5_xl_pod.py --workdir=/mnt/shared/t5_xl
+
+The workdir is one directory every host shares (an NFS mount such as Filestore); gs://
+workdirs are not supported yet.
 
 Batch 512 rows (2^18 input tokens). Layout: 16-way data parallel x 16-way tensor parallel
 (heads, MLP and vocabulary split over the chips of one torus side), 32 rows per chip; the

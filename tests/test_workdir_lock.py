@@ -11,7 +11,8 @@ import time
 import pytest
 
 from tools import fuzz_config
-from train import workdir_lock
+from tests.conftest import tiny_config
+from train import trainer, workdir_lock
 from train.workdir_lock import WorkdirInUse, WorkdirLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,3 +94,12 @@ def test_an_unwritable_workdir_fails_in_one_line(tmp_path):
   blocker.write_text("")  # a file where the workdir's directory would go: no root bypass
   with pytest.raises(ValueError, match=f"workdir {blocker}/run is not writable"):
     WorkdirLock(str(blocker / "run")).acquire()
+
+
+def test_a_url_workdir_stops_before_anything_is_written(text_dir, data_dir, tmp_path,
+                                                        monkeypatch):
+  monkeypatch.chdir(tmp_path)  # os.makedirs("gs://b/run") would make ./gs:/b/run here
+  with pytest.raises(ValueError, match=r"--workdir=gs://bucket/run: a URL cannot be a workdir "
+                                       r"yet .*an NFS mount"):
+    trainer.train(tiny_config(text_dir, data_dir), "gs://bucket/run")
+  assert os.listdir(tmp_path) == []

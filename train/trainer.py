@@ -64,6 +64,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   # ---------------------------------------------------------------- checks
   # Everything that can be wrong with the flags fails here, before any
   # corpus is built, anything is compiled or the workdir is touched.
+  if "://" in workdir:
+    raise ValueError(f"--workdir={workdir}: a URL cannot be a workdir yet (its lock, config and "
+                     "metrics are written with local file calls); give a local directory, or "
+                     "one all hosts share (an NFS mount such as Filestore)")
   experiment = Experiment(config)
   source = sources.resolve(config.data)
   # A run that has a checkpoint resumes from it and never reads init_from again.
