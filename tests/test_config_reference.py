@@ -3,8 +3,6 @@ import functools
 import pathlib
 import re
 
-import ml_collections
-
 from configs import common
 from tools import config_reference
 
@@ -23,14 +21,6 @@ def _rows() -> dict[str, list[str]]:
   return rows
 
 
-def _leaves(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in config.items():
-    out.update(_leaves(v, f"{prefix}{k}.") if isinstance(v, ml_collections.ConfigDict)
-               else {f"{prefix}{k}": v})
-  return out
-
-
 def test_docs_config_md_is_the_generated_reference():
   written = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
   assert written == config_reference.reference(), (
@@ -38,7 +28,7 @@ def test_docs_config_md_is_the_generated_reference():
 
 
 def test_every_field_appears_with_its_default():
-  leaves = _leaves(common.base_config())
+  leaves = config_reference.leaves(common.base_config())
   assert sorted(_rows()) == sorted(leaves)
   for path, value in leaves.items():
     # The default as written in configs/common.py (`1e-3`, `DEFAULT_RULES`) is the value.

@@ -67,11 +67,11 @@ def _declarations() -> dict[str, tuple[str, str, str]]:
   return out
 
 
-def _leaves(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
+def leaves(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
   """{dotted path: value} of every field of `config` that is not a section."""
   out = {}
   for k, v in config.items():
-    out.update(_leaves(v, f"{prefix}{k}.") if isinstance(v, ml_collections.ConfigDict)
+    out.update(leaves(v, f"{prefix}{k}.") if isinstance(v, ml_collections.ConfigDict)
                else {f"{prefix}{k}": v})
   return out
 
@@ -94,17 +94,17 @@ def reference() -> str:
   """Markdown: every field of `common.base_config()` with its default, allowed values and
   meaning, one table per section."""
   declared, nums = _declarations(), common.numeric_fields()
-  leaves = _leaves(common.base_config())
-  missing = sorted(set(leaves) - set(declared))
+  values = leaves(common.base_config())
+  missing = sorted(set(values) - set(declared))
   if missing:
     raise ValueError(f"fields not set as `c.FIELD = VALUE` in common._declared(): {missing}")
   sections = {"": ["Top-level fields"]}
   for path, (written, comment, banner) in declared.items():
-    if path not in leaves:  # a section: its heading
+    if path not in values:  # a section: its heading
       sections[path] = [f"`{path}`" + (f": {banner}" if banner else "")]
       continue
     num = nums.get(path)
-    allowed = num.describe() if num else _choices(leaves[path], comment)
+    allowed = num.describe() if num else _choices(values[path], comment)
     sections[path.rpartition(".")[0]].append(ROW.format(
         f"`{path}`", f"`{_cell(written)}`", _cell(allowed), _cell(num.meaning if num else comment)))
   parts = [HEADER]
