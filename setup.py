@@ -7,7 +7,7 @@ setuptools.setup(
     description="Encoder, decoder and encoder-decoder transformer LMs in JAX/Flax, CPU to TPU pod.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # jax 0.10, flax 0.12 and grain 0.2 need 3.11
     packages=setuptools.find_packages(include=["model", "model.*", "train", "train.*",
                                                "configs", "configs.*", "tools", "tools.*"]),
     install_requires=[
@@ -44,7 +44,9 @@ setuptools.setup(
         "dev": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "torch==2.13.0", "transformers>=5.23,<6",
                 "safetensors>=0.8,<0.9", "jax[tpu]>=0.10.2,<0.11",
                 # tests/test_finetune.py loads exported LoRA adapters with HF PEFT.
-                "peft>=0.21,<0.22", "scikit-learn>=1.5,<2"],
+                "peft>=0.21,<0.22", "scikit-learn>=1.5,<2",
+                # tests/test_colab.py runs colab/'s notebooks in a Jupyter kernel.
+                "nbclient>=0.10,<0.12", "nbformat>=5.10,<6", "ipykernel>=6.29,<8"],
         # tools/convert_hf.py needs only safetensors; torch and transformers build its tests'
         # reference models. On Linux, PyPI's torch brings CUDA libraries; for the CPU build add
         # --extra-index-url https://download.pytorch.org/whl/cpu.

@@ -67,6 +67,24 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
       b, t, n, h).astype(q.dtype)
 
 
+def attention_weights(q: jax.Array, k: jax.Array, mask: jax.Array,
+                      bias: jax.Array | None = None, scale: float | None = None) -> jax.Array:
+  """The softmax weights [B, N, T, S] that `attend` gives each key, in float32.
+
+  Same arguments as `attend` (q [B, T, N, H]; k [B, S, K, H]; mask [B, 1, T, S]; bias
+  [B or 1, N, T, S]); for reading a model's attention, not for training.
+  """
+  group = q.shape[2] // k.shape[2]
+  scale = q.shape[-1] ** -0.5 if scale is None else scale
+  # [B, S, K, H] -> [B, S, N, H]: query head n reads key head n // group.
+  k = jnp.repeat(k, group, axis=2)
+  # [B, N, T, S]
+  logits = jnp.einsum("BTNH,BSNH->BNTS", q, k, preferred_element_type=jnp.float32) * scale
+  if bias is not None:
+    logits += bias.astype(jnp.float32)
+  return jax.nn.softmax(jnp.where(mask, logits, -1e30), axis=-1)
+
+
 def causal_block_bounds(length: int, block: int) -> list[tuple[int, int]]:
   """(start, end) of each block of `block` queries in a row of `length` (block 0: one)."""
   block = block or length
@@ -111,6 +129,9 @@ class Attention(nnx.Module):
       raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
     self.dtype = dtype
     self.implementation = implementation
+    # True: each call sows its weights [B, N, T, S] as nnx.Intermediate "weights"
+    # (tools/inspect.py reads them; training leaves it off).
+    self.record_weights = False
     # T5 folds 1/sqrt(H) into the initialisation of the queries instead (scale=False).
     self.scale = None if scale else 1.0
     q_axes, kv_axes = ("embed", "heads", "head_dim"), ("embed", "kv_heads", "head_dim")
@@ -171,6 +192,8 @@ class Attention(nnx.Module):
       k = apply_rotary(k, rotary_positions[1], rotary_base)
     if cache is not None:
       k, v = cache = (write_slots(cache[0], k, cache_slots), write_slots(cache[1], v, cache_slots))
+    if self.record_weights:
+      self.sow(nnx.Intermediate, "weights", attention_weights(q, k, mask, bias, self.scale))
     # Grouped heads are handled inside: N query heads share K key/value heads.
     if self.implementation == "einsum":
       kernel = lambda q, k, v, mask, bias: attend(q, k, v, mask, bias, self.scale)

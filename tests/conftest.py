@@ -46,31 +46,24 @@ def built(text_dir, data_dir):
   return c, builder, tok
 
 
+def tiny_overrides(text_dir, data_dir) -> dict:
+  """Dotted config fields that shrink any `*_tiny` config to seconds: 2 layers of width 32
+  over the test corpus."""
+  return {
+      "data.source": str(text_dir / "*.txt"), "data.data_dir": data_dir,
+      "data.validation_percent": 10, "data.vocab_size": TEST_VOCAB,
+      "data.tokenizer_sentences": 20_000, "data.seq_len": 32, "model.max_length": 64,
+      "model.num_layers": 2, "model.embed_dim": 32, "model.num_heads": 2, "model.head_dim": 16,
+      "model.mlp_dim": 64, "train.batch_size": 4, "train.num_steps": 6, "train.log_every": 2,
+      "train.eval_every": 3, "train.eval_batches": 2, "train.checkpoint_every": 2,
+      "optim.warmup_steps": 2, "sample.num_prompts": 1, "sample.prompt_tokens": 8,
+      "sample.new_tokens": 8}
+
+
 def tiny_config(text_dir, data_dir, name="gpt_tiny"):
-  """configs/<name>.py shrunk to seconds: 2 layers of width 32 over the test corpus."""
+  """configs/<name>.py shrunk by `tiny_overrides`."""
   c = importlib.import_module(f"configs.{name}").get_config()
-  c.data.source = str(text_dir / "*.txt")
-  c.data.data_dir = data_dir
-  c.data.validation_percent = 10
-  c.data.vocab_size = TEST_VOCAB
-  c.data.tokenizer_sentences = 20_000
-  c.data.seq_len = 32
-  c.model.max_length = 64
-  c.model.num_layers = 2
-  c.model.embed_dim = 32
-  c.model.num_heads = 2
-  c.model.head_dim = 16
-  c.model.mlp_dim = 64
-  c.train.batch_size = 4
-  c.train.num_steps = 6
-  c.train.log_every = 2
-  c.train.eval_every = 3
-  c.train.eval_batches = 2
-  c.train.checkpoint_every = 2
-  c.optim.warmup_steps = 2
-  c.sample.num_prompts = 1
-  c.sample.prompt_tokens = 8
-  c.sample.new_tokens = 8
+  c.update_from_flattened_dict(tiny_overrides(text_dir, data_dir))
   return c
 
 

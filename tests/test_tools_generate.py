@@ -1,4 +1,5 @@
-"""tools/generate.py on a tiny trained run: continuations, the next-token table, mask filling."""
+"""tools/generate.py and tools/inspect.py on tiny trained runs: continuations, the next-token
+table, mask filling, attention and embedding pictures."""
 import os
 import re
 import subprocess
@@ -49,3 +50,22 @@ def test_encoder_fills_masks_and_bad_input_is_one_line(runs):
   assert no_mask.returncode != 0
   assert no_mask.stderr.strip().splitlines()[-1] == ("error: an encoder fills masks: put <mask> "
                                                      "in the prompt")
+
+
+def test_inspect_draws_every_attention_and_the_embeddings_of_a_workdir(runs, tmp_path):
+  import matplotlib.image
+  _, workdir = runs["bert_tiny"]
+  result = subprocess.run([sys.executable, "-m", "tools.inspect", f"--workdir={workdir}",
+                           "--text=import os", f"--out={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-3000:]
+  names = ["attention_encoder_self.png", "embeddings.png"]
+  assert result.stdout.split() == [str(tmp_path / n) for n in names]
+  for name in names:
+    height, width, _ = matplotlib.image.imread(tmp_path / name).shape
+    assert height > 300 and width > 300
+  missing = subprocess.run([sys.executable, "-m", "tools.inspect", f"--workdir={tmp_path}"],
+                           cwd=ROOT, capture_output=True, text=True)
+  assert missing.returncode != 0
+  assert missing.stderr.strip().splitlines()[-1].startswith(
+      f"error: {tmp_path}/config.json not found")
