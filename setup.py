@@ -30,8 +30,13 @@ setuptools.setup(
         "pyarrow>=16,<27",
         "zstandard>=0.22,<0.26",
         "tokenizers>=0.20,<0.24",
+        # tools/convert_hf.py and tools/export_lora.py: HF checkpoints, read and written
+        # without torch (tools/generate.py reads converted directories too).
+        "safetensors>=0.8,<0.9",
         # tensorflow-datasets imports it for builders defined in a package but does not declare it.
         "importlib_resources>=6,<8",
+        # tools/compare reads workdirs on local disks or buckets with epath.
+        "etils[epath]>=1.7,<2",
         # tools/compare: plots and scaling-law fits.
         "matplotlib>=3.8,<4",
         "scipy>=1.11,<2",
@@ -42,15 +47,15 @@ setuptools.setup(
     extras_require={
         # jax[tpu] brings libtpu (a 213 MB wheel) so tests compile for TPU slices on a CPU.
         "dev": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "torch==2.13.0", "transformers>=5.23,<6",
-                "safetensors>=0.8,<0.9", "jax[tpu]>=0.10.2,<0.11",
+                "jax[tpu]>=0.10.2,<0.11",
                 # tests/test_finetune.py loads exported LoRA adapters with HF PEFT.
                 "peft>=0.21,<0.22", "scikit-learn>=1.5,<2",
                 # tests/test_colab.py runs colab/'s notebooks in a Jupyter kernel.
                 "nbclient>=0.10,<0.12", "nbformat>=5.10,<6", "ipykernel>=6.29,<8"],
-        # tools/convert_hf.py needs only safetensors; torch and transformers build its tests'
-        # reference models. On Linux, PyPI's torch brings CUDA libraries; for the CPU build add
+        # tools/convert_hf.py needs neither: torch and transformers build its tests' reference
+        # models. On Linux, PyPI's torch brings CUDA libraries; for the CPU build add
         # --extra-index-url https://download.pytorch.org/whl/cpu.
-        "convert": ["torch==2.13.0", "transformers>=5.23,<6", "safetensors>=0.8,<0.9"],
+        "convert": ["torch==2.13.0", "transformers>=5.23,<6"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
     },
 )

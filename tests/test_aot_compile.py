@@ -179,3 +179,11 @@ def test_pod_configs_compile_and_fit_their_slice(name, topology):
   report = aot_compile.measure(config, hardware.parse_topology(topology), count_layers=False)
   assert report.fits, aot_compile.format_report(report)
   assert report.total > report.arguments > 0
+
+
+@pytest.mark.parametrize("name", ["gpt_finetune", "bert_finetune", "t5_finetune:name"])
+def test_plan_sizes_fine_tuning_tasks(name):
+  module, _, arg = name.partition(":")
+  config = importlib.import_module(f"configs.{module}").get_config(arg or None)
+  result = plan.plan(config, hardware.parse_topology("v5e:2x2"))
+  assert result.best is not None and result.best.activations > 0

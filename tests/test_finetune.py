@@ -94,6 +94,12 @@ def test_init_from_a_converted_directory_loads_matching_names(text_dir, data_dir
   loaded = init_from.param_paths(plan.restore(fresh_tree, experiment.state_shardings.params))
   for name, value in saved.items():
     np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+  # The same checkpoint read as a pretrained directory (tools.convert_hf export, generate).
+  shutil.copy(tmp_path / "converted" / "config.json", tmp_path / "run" / "config.json")
+  read_back = init_from.param_paths(pretrained.load_params(str(tmp_path / "run"))[1])
+  assert read_back.keys() == saved.keys()
+  for name, value in saved.items():
+    np.testing.assert_array_equal(read_back[name], value, err_msg=name)
 
   config.model.num_token_types, config.model.mlp_dim = 0, 48
   with pytest.raises(ValueError, match=r"parameter stack/layers/0/mlp/wi/bias has shape \(64,\) "
@@ -103,6 +109,12 @@ def test_init_from_a_converted_directory_loads_matching_names(text_dir, data_dir
     InitFrom.check("/nowhere", experiment.abstract_params)
   with pytest.raises(ValueError, match="holds neither params/"):
     InitFrom.check(str(tmp_path), experiment.abstract_params)
+  # Layers saved one by one, read by a model that scans them (or the reverse): none would load.
+  config.model.num_token_types, config.model.mlp_dim, config.model.scan_layers = 0, 64, True
+  with pytest.raises(ValueError, match=r"holds its layers one by one and this model scans them, "
+                                       r"so no layer would load; set "
+                                       r"--config.model.scan_layers=False"):
+    InitFrom.check(str(tmp_path / "converted"), Experiment(config).abstract_params)
 
 
 def _saved_params(workdir, step):

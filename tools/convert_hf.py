@@ -202,12 +202,13 @@ def main(argv: list[str] | None = None) -> None:
                                    description=__doc__.split("\n\n")[0])
   commands = parser.add_subparsers(dest="command", required=True)
   p = commands.add_parser("import", help="HF checkpoint directory -> triform pretrained directory")
-  p.add_argument("--hf_dir", required=True, help="config.json + model.safetensors")
-  p.add_argument("--out_dir", required=True, help="gets config.json, params/, hf_config.json")
+  path = dict(required=True, type=os.path.expanduser)  # ~ expanded: the shell leaves --x=~/y
+  p.add_argument("--hf_dir", help="config.json + model.safetensors", **path)
+  p.add_argument("--out_dir", help="gets config.json, params/, hf_config.json", **path)
   p.add_argument("--scan_layers", action="store_true", help="stack the layers for nnx.scan")
-  p = commands.add_parser("export", help="triform pretrained directory -> HF checkpoint directory")
-  p.add_argument("--triform_dir", required=True, help="written by import or by training")
-  p.add_argument("--out_dir", required=True, help="gets config.json + model.safetensors")
+  p = commands.add_parser("export", help="triform pretrained directory or workdir -> HF checkpoint")
+  p.add_argument("--triform_dir", help="written by import or by training", **path)
+  p.add_argument("--out_dir", help="gets config.json + model.safetensors", **path)
   args = parser.parse_args(argv)
   try:
     if args.command == "import":

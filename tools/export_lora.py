@@ -90,10 +90,12 @@ def export(workdir: str, merged_dir: str = "", peft_dir: str = "") -> list[str]:
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(prog="python -m tools.export_lora",
                                    description=__doc__.split("\n\n")[0])
-  parser.add_argument("--workdir", required=True, help="a run with config.model.lora_rank > 0")
-  parser.add_argument("--merged_dir", default="", help="gets config.json + params/")
-  parser.add_argument("--peft_dir", default="", help="gets adapter_config.json + "
-                      "adapter_model.safetensors")
+  path = os.path.expanduser  # the shell leaves ~ in --x=~/y
+  parser.add_argument("--workdir", required=True, type=path,
+                      help="a run with config.model.lora_rank > 0")
+  parser.add_argument("--merged_dir", default="", type=path, help="gets config.json + params/")
+  parser.add_argument("--peft_dir", default="", type=path,
+                      help="gets adapter_config.json + adapter_model.safetensors")
   args = parser.parse_args(argv)
   try:
     if not (args.merged_dir or args.peft_dir):

@@ -39,6 +39,11 @@ class ExampleTask(abc.ABC):
     """A row shaped like `row` that the loss and the metrics give no weight."""
 
   @property
+  def scored_length(self) -> int:
+    """Positions per row whose logits the loss makes (tools/plan.py sizes them)."""
+    return self.max_scored or self.lengths[0]
+
+  @property
   def host_rows(self) -> int:
     return self.config.train.batch_size // jax.process_count()
 

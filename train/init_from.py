@@ -10,6 +10,7 @@ left out. The optimizer state is never read: fine-tuning starts its own.
 """
 import dataclasses
 import os
+import re
 
 from absl import logging
 import jax
@@ -70,6 +71,7 @@ class InitFrom:
                          f"{tuple(saved[name].shape)} there but {tuple(wanted[name].shape)} in "
                          "this model; make config.model match the model it was trained as")
     loaded = tuple(sorted(set(saved) & set(wanted)))
+    _check_layer_layout(init_from, set(saved) - set(wanted), set(wanted) - set(saved))
     if not loaded:
       raise ValueError(f"config.init_from={init_from!r} shares no parameter name with this "
                        "model; is it a run of the same family?")
@@ -84,16 +86,7 @@ class InitFrom:
         lambda path, p, s: (jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=s)
                             if path_key(path) in wanted
                             else None), params, shardings)
-    target = _prune(target)
-    for key in reversed(self.under):
-      target = {key: target}
-    restored = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).restore(
-        self.path, args=ocp.args.PyTreeRestore(
-            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-            partial_restore=True))
-    for key in self.under:
-      restored = restored[key]
-    restored = param_paths(restored)
+    restored = param_paths(restore_part(self.path, self.under, _prune(target)))
     return jax.tree_util.tree_map_with_path(
         lambda path, p: restored.get(path_key(path), p),
         params)
@@ -102,6 +95,39 @@ class InitFrom:
     logging.info("init_from %s: loaded %d parameters; newly initialised: %s; left out: %s.",
                  self.path, len(self.loaded), ", ".join(self.new) or "none",
                  ", ".join(self.left_out) or "none")
+
+
+def restore_part(path: str, under: tuple, target):
+  """The part of the orbax tree at `path` that `target` (arrays' shapes, dtypes and
+  shardings, nested under the keys `under`) names; the rest is not read."""
+  for key in reversed(under):
+    target = {key: target}
+  restored = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).restore(
+      path, args=ocp.args.PyTreeRestore(
+          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True))
+  for key in under:
+    restored = restored[key]
+  return restored
+
+
+def _check_layer_layout(init_from: str, left_out: set, new: set) -> None:
+  """Raises a one-line ValueError if the saved layers are scanned (one stacked tree) and the
+  new model's unrolled (layers/0/, layers/1/, ...), or the other way round: then no layer
+  would load, only what lies outside the stacks."""
+  in_layers = lambda names: {n for n in names if "/layers/" in f"/{n}"}
+  unrolled = lambda names: any(re.search(r"(^|/)layers/\d+/", n) for n in names)
+  saved_layers, new_layers = in_layers(left_out), in_layers(new)
+  if not saved_layers or not new_layers or unrolled(saved_layers) == unrolled(new_layers):
+    return
+  saved_scanned = not unrolled(saved_layers)
+  saved_as, this_model = (("stacked (scanned)", "unrolls") if saved_scanned
+                          else ("one by one", "scans"))
+  raise ValueError(
+      f"config.init_from={init_from!r} holds its layers {saved_as} and this model {this_model} "
+      f"them, so no layer would load; set --config.model.scan_layers={saved_scanned} (the same "
+      f"model), or convert it {'without' if saved_scanned else 'with'} tools.convert_hf "
+      "import's --scan_layers")
 
 
 def _prune(tree):

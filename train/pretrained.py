@@ -3,7 +3,8 @@
 A pretrained directory holds `config.json` (the full experiment config, as a
 workdir's) and `params/` (an orbax tree of the model's parameters, named as
 `nnx.to_pure_dict(nnx.state(model, nnx.Param))`). tools/convert_hf.py writes
-and reads them; tools/generate.py generates from them.
+and reads them; tools/generate.py generates from them. `load_params` also reads a
+training workdir (its latest checkpoint's parameters), so a run exports as it is.
 """
 import json
 import os
@@ -15,6 +16,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from model import abstract_model, model_config
+from train import init_from
 
 
 def save_params(directory: str, config: ml_collections.ConfigDict, params) -> None:
@@ -39,7 +41,8 @@ def load_config(directory: str) -> ml_collections.ConfigDict:
 
 
 def load_params(directory: str, shardings=None) -> tuple[ml_collections.ConfigDict, dict]:
-  """(config, params) saved by `save_params`; params laid out by `shardings` if given.
+  """(config, params) saved by `save_params`, or of a workdir's latest checkpoint; params
+  laid out by `shardings` if given.
 
   The tree to restore into is the one the config builds, so a config that no
   longer matches the saved arrays fails here rather than in the first step.
@@ -53,4 +56,11 @@ def load_params(directory: str, shardings=None) -> tuple[ml_collections.ConfigDi
   target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         abstract, shardings)
   path = os.path.join(os.path.abspath(directory), "params")
-  return config, ocp.StandardCheckpointer().restore(path, target)
+  if os.path.isdir(path):
+    return config, ocp.StandardCheckpointer().restore(path, target)
+  # A training workdir: the parameters of its latest finished checkpoint.
+  state = init_from.latest_state(directory)
+  if state is None:
+    raise ValueError(f"{directory} holds neither params/ (a pretrained or converted model) nor "
+                     "a finished checkpoint (a workdir)")
+  return config, init_from.restore_part(state, ("params",), target)
