@@ -84,6 +84,8 @@ def test_a_field_out_of_range_fails_before_the_mesh_is_built(path, value, messag
     ({"train.microbatches": 3}, "config.train.microbatches=3 must divide each of the 1 batch shards"),
     ({"model.position": "learned", "data.seq_len": 512},
      "config.model.max_length=128 is shorter than config.data.seq_len=512"),
+    ({"data.data_dir": "gs://bucket/data"},
+     "config.data.data_dir='gs://bucket/data': a URL cannot hold the built corpora"),
 ])
 def test_fields_that_do_not_fit_each_other_fail_naming_both(overrides, message):
   config = importlib.import_module("configs.gpt_tiny").get_config()

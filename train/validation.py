@@ -45,6 +45,10 @@ def validate(config: ml_collections.ConfigDict, batch_divisor: int) -> None:
     raise ValueError(f"config.train.keep_checkpoints_every={t.keep_checkpoints_every} is not a "
                      f"multiple of config.train.checkpoint_every={t.checkpoint_every}, so no "
                      "checkpoint would be kept by it; use a multiple, or 0")
+  if "://" in config.data.data_dir:
+    raise ValueError(f"config.data.data_dir={config.data.data_dir!r}: a URL cannot hold the built "
+                     "corpora and tokenizers yet (they are written with local file calls); give a "
+                     "local directory, or a mount all hosts share (docs/tpu_vm.md)")
   if config.data.shard_by not in ("documents", "rows"):
     raise ValueError(f"config.data.shard_by={config.data.shard_by!r} is not 'documents' or "
                      "'rows'")
