@@ -3,9 +3,14 @@
 Run as a subprocess by tests/test_sharding.py, because the device count (and
 jax.distributed) must be set before JAX starts:
 
-  python -m tests.mesh_runner --family=decoder --devices=8 --meshes=8,1,1 2,2,2
-  python -m tests.mesh_runner --family=decoder --devices=2 --meshes=4,1,1 \
+  python -m tests.mesh_runner --families encoder decoder --devices=8 --meshes 8,1,1 2,2,2
+  python -m tests.mesh_runner --families decoder --devices=2 --meshes 2,1,1 \
+      --microbatches 1 4
+  python -m tests.mesh_runner --families decoder --devices=2 --meshes 4,1,1 \
       --num_processes=2 --process_id=0 --port=12345    # one of two hosts
+
+It prints `RESULTS {family: {microbatches: {mesh: ...}}}` as JSON: every combination runs
+in this one process, so JAX starts once for all of them.
 """
 import argparse
 import json
@@ -14,11 +19,11 @@ import os
 
 def _args():
   parser = argparse.ArgumentParser()
-  parser.add_argument("--family", required=True)
+  parser.add_argument("--families", nargs="+", required=True)
   parser.add_argument("--devices", type=int, required=True, help="CPU devices per process")
   parser.add_argument("--meshes", nargs="+", required=True, help="data,fsdp,tensor sizes")
   parser.add_argument("--steps", type=int, default=3)
-  parser.add_argument("--microbatches", type=int, default=1)
+  parser.add_argument("--microbatches", type=int, nargs="+", default=[1])
   parser.add_argument("--num_processes", type=int, default=1)
   parser.add_argument("--process_id", type=int, default=0)
   parser.add_argument("--port", type=int, default=0)
@@ -38,7 +43,7 @@ from train.experiment import Experiment  # noqa: E402
 BATCH = 8
 
 
-def tiny_config(family: str, mesh: tuple[int, int, int]):
+def tiny_config(family: str, mesh: tuple[int, int, int], microbatches: int):
   """Every sharded dimension divides by 8, so any layout of 8 devices fits."""
   c = common.base_config()
   c.model.family, c.objective = family, objectives.fitting(family)[0]
@@ -47,7 +52,7 @@ def tiny_config(family: str, mesh: tuple[int, int, int]):
   if family == "encoder_decoder":
     c.model.position = "relative"
   c.data.vocab_size, c.data.seq_len = 256, 32
-  c.train.batch_size, c.train.microbatches = BATCH, ARGS.microbatches
+  c.train.batch_size, c.train.microbatches = BATCH, microbatches
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = mesh
   # Large early updates, so three steps move the parameters far enough to tell layouts apart.
   c.optim.learning_rate, c.optim.warmup_steps = 1e-2, 1
@@ -74,8 +79,8 @@ def fixed_batch(config) -> dict:
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
-def run(mesh_sizes: tuple[int, int, int]) -> dict:
-  experiment = Experiment(tiny_config(ARGS.family, mesh_sizes))
+def run(family: str, mesh_sizes: tuple[int, int, int], microbatches: int) -> dict:
+  experiment = Experiment(tiny_config(family, mesh_sizes, microbatches))
   config, batch_sharding = experiment.config, experiment.batch_sharding
   state = experiment.create_state()
   step = experiment.jit_train_step()
@@ -101,7 +106,10 @@ def main():
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{ARGS.port}",
                                num_processes=ARGS.num_processes, process_id=ARGS.process_id)
-  results = {m: run(tuple(int(s) for s in m.split(","))) for m in ARGS.meshes}
+  results = {family: {str(n): {m: run(family, tuple(int(s) for s in m.split(",")), n)
+                               for m in ARGS.meshes}
+                      for n in ARGS.microbatches}
+             for family in ARGS.families}
   if jax.process_index() == 0:
     print("RESULTS " + json.dumps(results))
 

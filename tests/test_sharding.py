@@ -1,7 +1,8 @@
 """The same train step on any mesh and host count: equal numbers, the shardings the rules say.
 
 Each case runs tests/mesh_runner.py in a subprocess with simulated CPU devices
-(the device count must be fixed before JAX starts) and compares its JSON.
+(the device count must be fixed before JAX starts) and compares its JSON; runs that
+share a device count share one subprocess.
 """
 import json
 import os
@@ -14,6 +15,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MESHES = ["8,1,1", "1,8,1", "2,2,2", "1,1,8"]
+FAMILIES = ["encoder", "decoder", "encoder_decoder"]
 # fp32 throughout; layouts differ only in how partial sums are split across
 # devices and reduced, i.e. the order of fp32 additions: observed differences
 # are ~1e-7 relative, and 1e-5 leaves room for other CPUs' kernels.
@@ -42,9 +44,16 @@ def _expected_shard(shape, names, mesh):
   return [d // sizes[axis[n]] if n in axis else d for d, n in zip(shape, names)]
 
 
-@pytest.mark.parametrize("family", ["encoder", "decoder", "encoder_decoder"])
-def test_loss_and_grad_norm_agree_across_meshes(family):
-  results = _results(_runner(f"--family={family}", "--devices=8", "--meshes", *MESHES))
+@pytest.fixture(scope="module")
+def on_eight_devices() -> dict:
+  """{family: {mesh: results}} of every family on every mesh of 8 devices."""
+  results = _results(_runner("--families", *FAMILIES, "--devices=8", "--meshes", *MESHES))
+  return {family: by_microbatches["1"] for family, by_microbatches in results.items()}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_loss_and_grad_norm_agree_across_meshes(on_eight_devices, family):
+  results = on_eight_devices[family]
   reference = results[MESHES[0]]
   assert reference["loss"][-1] < reference["loss"][0]  # the steps really moved the model
   for mesh in MESHES[1:]:
@@ -65,11 +74,11 @@ def test_loss_and_grad_norm_agree_across_meshes(family):
 
 
 def test_gradient_accumulation_equals_the_full_batch():
-  whole = _results(_runner("--family=decoder", "--devices=2", "--meshes", "2,1,1"))
-  accumulated = _results(_runner("--family=decoder", "--devices=2", "--meshes", "2,1,1",
-                                 "--microbatches=4"))
+  results = _results(_runner("--families=decoder", "--devices=2", "--meshes", "2,1,1",
+                             "--microbatches", "1", "4"))["decoder"]
+  whole, accumulated = results["1"]["2,1,1"], results["4"]["2,1,1"]
   for key in ("loss", "grad_norm"):
-    np.testing.assert_allclose(accumulated["2,1,1"][key], whole["2,1,1"][key], rtol=RTOL)
+    np.testing.assert_allclose(accumulated[key], whole[key], rtol=RTOL)
 
 
 def _free_port() -> int:
@@ -82,15 +91,15 @@ def _free_port() -> int:
 def test_two_hosts_train_like_one(family):
   """Two JAX processes with 2 CPU devices each (gloo collectives) vs one process with 4."""
   meshes = ["4,1,1", "1,2,2"]
-  one = _runner(f"--family={family}", "--devices=4", "--meshes", *meshes)
+  one = _runner(f"--families={family}", "--devices=4", "--meshes", *meshes)
   port = _free_port()
-  hosts = [_runner(f"--family={family}", "--devices=2", "--meshes", *meshes,
+  hosts = [_runner(f"--families={family}", "--devices=2", "--meshes", *meshes,
                    "--num_processes=2", f"--port={port}", process_id=i) for i in range(2)]
-  two = _results(hosts[0])
+  two = _results(hosts[0])[family]["1"]
   for host in hosts[1:]:
     _, err = host.communicate(timeout=600)
     assert host.returncode == 0, err[-3000:]
-  single = _results(one)
+  single = _results(one)[family]["1"]
   for mesh in meshes:
     np.testing.assert_allclose(two[mesh]["loss"], single[mesh]["loss"], rtol=RTOL, err_msg=mesh)
     np.testing.assert_allclose(two[mesh]["grad_norm"], single[mesh]["grad_norm"], rtol=RTOL)

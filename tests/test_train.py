@@ -39,9 +39,9 @@ def test_resume_after_losing_the_last_checkpoint_is_bit_exact(text_dir, data_dir
   config = tiny_config(text_dir, data_dir)
   straight = str(tmp_path / "straight")
   trainer.train(config, straight)
+  # Simulate a crash after step 4 of the same run: the checkpoint of step 6 never existed.
   resumed = str(tmp_path / "resumed")
-  trainer.train(config, resumed)
-  # Simulate a crash after step 4: the checkpoint of step 6 never existed.
+  shutil.copytree(straight, resumed)
   shutil.rmtree(os.path.join(resumed, "checkpoints", "6"))
   summary = trainer.train(config, resumed)
   assert summary["step"] == 6 and summary["initial_bits_per_byte"] is None

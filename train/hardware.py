@@ -5,6 +5,7 @@ a matmul measured in this process. TPU generations and slice shapes are those Cl
 TPU offers, for compiling the train step for a slice on any machine (tools/aot_compile).
 """
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -21,8 +22,11 @@ PUBLISHED_PEAK = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "T
                   "NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA A100": 312e12}
 
 
+@functools.cache
 def measured_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-  """FLOP/s of a jitted fp32 [size, size] matmul on one device: the CPU's practical peak."""
+  """FLOP/s of a jitted fp32 [size, size] matmul on one device: the CPU's practical peak.
+  Measured once per process (seconds on a small CPU), so that runs trained one after
+  another in a process (tools/compare, fine-tunings, notebooks) share one MFU yardstick."""
   a = jnp.ones((size, size), jnp.float32)
   matmul = jax.jit(lambda x: x @ x)
   matmul(a).block_until_ready()

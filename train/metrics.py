@@ -7,7 +7,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tensorboardX import SummaryWriter
 
 
 def _first_nonzero(a, b):
@@ -29,6 +28,9 @@ class MetricsWriter:
     self.objective = objective
     self.start = time.time()
     if self.enabled:
+      # Imported here: tensorboardX imports torch whenever it is installed (seconds), which
+      # commands that write no metrics (a run stopped by a bad flag, --mode=eval) skip.
+      from tensorboardX import SummaryWriter
       self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
       self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
 

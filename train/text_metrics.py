@@ -5,7 +5,6 @@ defaults: 13a tokenisation, chrF with character 6-grams and beta 2), and ROUGE-L
 (rouge-score, its F-measure averaged over examples). All are percentages, 0 to 100.
 """
 import sacrebleu
-from rouge_score import rouge_scorer
 
 METRICS = ("exact_match", "bleu", "chrf", "rouge_l")
 
@@ -14,6 +13,8 @@ def scores(predictions: list[str], references: list[str]) -> dict:
   """{metric: percentage} of `predictions` against `references` (one each, same order)."""
   if len(predictions) != len(references) or not predictions:
     raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+  # rouge-score imports nltk and scipy (seconds): only the runs that score generations pay.
+  from rouge_score import rouge_scorer
   exact = sum(p.strip() == r.strip() for p, r in zip(predictions, references))
   rouge = rouge_scorer.RougeScorer(["rougeL"])
   rouge_l = sum(rouge.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references))
