@@ -4,10 +4,22 @@ import json
 import os
 import shutil
 import sysconfig
+import tempfile
 
-import pytest
+# One persistent compilation cache per test run, set before JAX is imported and inherited by
+# the xdist workers and every subprocess a test starts: a program the tests compile many
+# times (the tiny configs' train and eval steps) compiles once. A cache hit runs the same
+# executable, so no number changes. A size limit turns on the cache's file lock, which keeps
+# concurrent writers apart.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="triform_test_jax_cache_")
+  os.environ["TRIFORM_TEST_CACHE_OWNER"] = str(os.getpid())
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 * 2**30))
 
-from train import corpus, tokenizer
+import pytest  # noqa: E402
+
+from train import corpus, tokenizer  # noqa: E402
 
 TEST_VOCAB = 640
 
@@ -85,3 +97,10 @@ def command_line(name, config, workdir):
       continue
     flags += [f"--config.{section}.{k}={v}" for k, v in values.items()]
   return flags
+
+
+def pytest_unconfigure(config):
+  """The process that made the compilation cache removes it."""
+  del config
+  if os.environ.get("TRIFORM_TEST_CACHE_OWNER") == str(os.getpid()):
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -15,12 +15,14 @@ Either way, a step that does not fit exits with one line: by how many GiB it
 exceeds the chip's usable HBM, and the mesh layout, microbatches or remat that
 tools/plan's estimates (scaled to what this compile needed) say would fit.
 """
+import contextlib
 import dataclasses
 import os
 import re
 import sys
 import time
 
+import jax
 import ml_collections
 from absl import app, flags
 from jax.experimental import topologies
@@ -147,6 +149,18 @@ class Report:
     return self.total <= self.topology.usable_bytes
 
 
+@contextlib.contextmanager
+def _persistent_cache_off():
+  """JAX's persistent compilation cache (JAX_COMPILATION_CACHE_DIR) cannot load what a
+  compile-only TPU client compiles: with it on, every compile here would warn and compile."""
+  enabled = jax.config.jax_enable_compilation_cache
+  jax.config.update("jax_enable_compilation_cache", False)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_compilation_cache", enabled)
+
+
 def measure(config: ml_collections.ConfigDict, topology: hardware.Topology, devices=None, *,
             count_layers: bool = True) -> Report:
   """Compiles `config`'s train step for `topology` and reads one chip's memory and FLOPs.
@@ -155,13 +169,13 @@ def measure(config: ml_collections.ConfigDict, topology: hardware.Topology, devi
   every layer's FLOPs (see layer_counted_flops); else that figure is XLA's own.
   """
   devices = topology_devices(topology) if devices is None else devices
-  built = experiment(config, topology, devices)
-  compiled, seconds = compile_step(built)
+  with _persistent_cache_off():
+    built = experiment(config, topology, devices)
+    compiled, seconds = compile_step(built)
+    counted = flops = compiled_flops(compiled)
+    if config.model.scan_layers:
+      counted = layer_counted_flops(config, topology, devices) if count_layers else None
   memory = compiled.memory_analysis()
-  flops = compiled_flops(compiled)
-  counted = flops
-  if config.model.scan_layers:
-    counted = layer_counted_flops(config, topology, devices) if count_layers else None
   model_flops = built.flops_per_step / topology.chips
   return Report(topology=topology, mesh=dict(built.mesh.shape), num_params=built.num_params,
                 arguments=memory.argument_size_in_bytes, outputs=memory.output_size_in_bytes,
