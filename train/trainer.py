@@ -5,6 +5,7 @@ restore, compile, loop, final evaluation and the task's extras. Callable from Py
 from train/main.py.
 """
 import contextlib
+import itertools
 import json
 import os
 import time
@@ -94,10 +95,12 @@ def _train_locked(experiment: Experiment, source: sources.DocumentSource, workdi
   validation.check_workdir_config(workdir, config)
   data_fingerprint.check(workdir, data.fingerprint(), accept_changed_data)
   train_iter = iter(task.dataset(data.documents("train"), data.tokenizer, train=True))
+  # Each full evaluation reads the validation split again (the same batches every time);
+  # only the periodic evaluations' config.train.eval_batches batches stay in memory.
+  eval_batches = task.dataset(data.documents("validation"), data.tokenizer, train=False)
   with timer("eval_data"):
-    eval_batches = list(task.dataset(data.documents("validation"), data.tokenizer, train=False))
-  periodic_eval = (eval_batches if config.train.eval_batches < 0
-                   else eval_batches[:config.train.eval_batches])
+    periodic_eval = (eval_batches if config.train.eval_batches < 0
+                     else list(itertools.islice(eval_batches, config.train.eval_batches)))
 
   # ---------------------------------------------------------------- model and cost
   step_flops, tokens_per_step = experiment.flops_per_step, experiment.tokens_per_step
