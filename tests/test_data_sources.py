@@ -1,11 +1,14 @@
 """Real data sources: JSONL / Parquet / line files, TFDS, prepared shards, mixtures, their
 errors; a mixture run through train.main killed and resumed bit-exactly."""
+import glob
 import gzip
 import json
 import os
 import subprocess
 import sys
 
+import fsspec
+from fsspec.implementations.memory import MemoryFileSystem
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -106,6 +109,55 @@ def test_invalid_utf8_is_replaced_and_counted(tmp_path, data_dir):
   source = sources.resolve(_data_config(f"jsonl:{path}", data_dir))
   source.prepare(data_dir)
   assert source._manifest["replaced"] == 1
+
+
+class MemoryBucket(MemoryFileSystem):
+  """gs:// URLs served from this process's memory: listed, opened and stat'ed through fsspec
+  as gcsfs serves a real bucket, without a network."""
+  protocol = ("gs",)
+  store, pseudo_dirs = {}, [""]
+
+  @classmethod
+  def _strip_protocol(cls, path):
+    return super()._strip_protocol("memory://" + path[len("gs://"):]
+                                   if path.startswith("gs://") else path)
+
+  def unstrip_protocol(self, name):
+    return "gs://" + name.lstrip("/")
+
+
+@pytest.fixture
+def bucket():
+  fsspec.register_implementation("gs", MemoryBucket, clobber=True)
+  yield MemoryBucket()
+  MemoryBucket.store.clear()
+  MemoryBucket.pseudo_dirs[:] = [""]
+  MemoryBucket.clear_instance_cache()
+  fsspec.register_implementation("gs", "gcsfs.GCSFileSystem", clobber=True)
+
+
+@pytest.mark.parametrize("kind", ["jsonl.gz", "parquet"])
+def test_files_on_a_bucket_read_as_the_same_files_on_disk(raw, bucket, data_dir, tmp_path, kind):
+  spec, docs = raw[1][kind]
+  fmt, _, pattern = spec.partition(":")
+  for path in glob.glob(pattern):
+    bucket.pipe(f"gs://corpus/{kind}/{os.path.basename(path)}", open(path, "rb").read())
+  url = f"{fmt}:gs://corpus/{kind}/*.{kind}"
+  local = sources.resolve(_data_config(spec, data_dir, text_field="content"))
+  local.prepare(data_dir)
+  remote = sources.resolve(_data_config(url, data_dir, text_field="content"))
+  remote.prepare(data_dir)
+  assert remote.cache_key != local.cache_key
+  assert [f["path"] for f in remote.fingerprint()["files"]] == [
+      f"gs://corpus/{kind}/part{k}.{kind}" for k in range(2)]
+  # The same documents, split the same way (by file name and position).
+  for split in ("train", "validation"):
+    documents = remote.split(split), local.split(split)
+    assert len(documents[0]) == len(documents[1])
+    assert all(documents[0][i] == documents[1][i] for i in range(len(documents[1])))
+  assert _all_texts(remote) == sorted(docs)
+  manifest = prepare_data.prepare(url, str(tmp_path / "prepared"), "content", 10, workers=1)
+  assert manifest["train"] + manifest["validation"] == len(docs)
 
 
 def test_bad_sources_fail_in_one_line(raw, tmp_path, data_dir):
