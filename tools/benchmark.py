@@ -81,6 +81,14 @@ def for_this_machine(config: ml_collections.ConfigDict) -> ml_collections.Config
   return config
 
 
+def small_config(name: str) -> ml_collections.ConfigDict:
+  """A published size (SMALL) for this machine: on CPU, SMALL_BATCH rows a step."""
+  config = for_this_machine(load_config(name))
+  if jax.devices()[0].platform == "cpu":
+    config.train.batch_size = SMALL_BATCH
+  return config
+
+
 def synthetic_batch(config: ml_collections.ConfigDict) -> dict:
   """A global batch of the objective over random text ids, one document per row."""
   objective = objectives.make(config)
@@ -204,11 +212,8 @@ def step_section() -> list[dict]:
                    pipeline=False, steps=steps) for name, label in REFERENCE]
   rows += [step_row(name, for_this_machine(load_config(name)), peak, pipeline=True, steps=steps)
            for name in TINY]
-  for name in SMALL:
-    config = for_this_machine(load_config(name))
-    if jax.devices()[0].platform == "cpu":
-      config.train.batch_size = SMALL_BATCH
-    rows.append(step_row(name, config, peak, pipeline=True, steps=min(steps, 3)))
+  rows += [step_row(name, small_config(name), peak, pipeline=True, steps=min(steps, 3))
+           for name in SMALL]
   rows += [step_row(path, for_this_machine(load_config(path)), peak, pipeline=False, steps=steps)
            for path in flags.FLAGS.configs]
   for row in rows:
