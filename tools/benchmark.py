@@ -25,6 +25,9 @@ Sections (the default runs all four in about 10 minutes on a 2-core CPU):
   data      a generated JSONL corpus of --data_gb GB: tools.prepare_data MB/s with 1 and
             2 workers, pipeline vs step rows/s, peak RSS of training on 1x and 4x
             (tools/benchmark_data.py).
+  peers     our step at the reference shape next to HF transformers' PyTorch GPT-2, BERT and
+            T5 (eager and torch.compile) and a plain PyTorch GPT, each in its own process,
+            timed in rounds (tools/benchmark_peers.py).
 """
 import dataclasses
 import importlib
@@ -373,8 +376,14 @@ def data_section() -> list[dict]:
   return benchmark_data.data_section()
 
 
+def peers_section() -> list[dict]:
+  from tools import benchmark_peers  # its workers build on this module's steps
+  return benchmark_peers.peers_section(flags.FLAGS.peer_rounds, flags.FLAGS.peer_steps)
+
+
 SECTIONS = {"step": step_section, "variants": variants_section, "decode": decode_section,
-            "compile": compile_section, "pipeline": pipeline_section, "data": data_section}
+            "compile": compile_section, "pipeline": pipeline_section, "data": data_section,
+            "peers": peers_section}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -417,6 +426,8 @@ def define_flags() -> None:
                     "compile section: also unrolled layers (minutes at 24 layers).")
   flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
   flags.DEFINE_float("data_gb", 2.0, "data section: GB of JSONL to generate (and 4x that).")
+  flags.DEFINE_integer("peer_rounds", 3, "peers section: rounds through every system.")
+  flags.DEFINE_integer("peer_steps", 12, "peers section: timed steps per system per round.")
 
 
 if __name__ == "__main__":
