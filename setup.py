@@ -46,7 +46,7 @@ setuptools.setup(
     ],
     extras_require={
         # jax[tpu] brings libtpu (a 213 MB wheel) so tests compile for TPU slices on a CPU.
-        "dev": ["pytest>=8,<10", "pytest-xdist>=3.8,<4", "torch==2.13.0", "transformers>=5.23,<6",
+        "dev": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "torch==2.13.0", "transformers>=5.23,<6",
                 "jax[tpu]>=0.10.2,<0.11",
                 # tests/test_finetune.py loads exported LoRA adapters with HF PEFT.
                 "peft>=0.21,<0.22", "scikit-learn>=1.5,<2",

@@ -22,17 +22,6 @@ import pytest  # noqa: E402
 from train import corpus, tokenizer  # noqa: E402
 
 TEST_VOCAB = 640
-# The slowest files (most seconds of CPU in a full run), run first: the two xdist workers
-# (--dist loadfile) then end on short files together, not one alone on a long file.
-SLOWEST_FILES = ("test_aot_compile.py", "test_sharding.py", "test_reliability.py",
-                 "test_colab.py", "test_train.py", "test_model.py", "test_end_to_end.py",
-                 "test_multihost.py")
-
-
-def pytest_collection_modifyitems(config, items):
-  del config
-  rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
 
 
 def _small_stdlib_files(count: int):
