@@ -161,6 +161,9 @@ def _declared() -> ml_collections.ConfigDict:
   c.model.use_bias = True  # biases in attention, MLP and the MLM head (T5 has none)
   c.model.tie_embeddings = True  # output projection = input embedding
   c.model.scale_attention = True  # 1/sqrt(head_dim) on logits; T5 folds it into the init
+  # normal: every matrix N(0, 0.02) (GPT-2, BERT); t5: embeddings N(0, 1), kernels
+  # N(0, 1/sqrt(fan-in)) (Mesh TF's T5; what a tied, output-rescaled T5 needs). model/init.py
+  c.model.init = "normal"
   c.model.num_token_types = Num(0, "[0, inf)", "encoder only: BERT's segment A/B embeddings (2)")
   c.model.dropout_rate = Num(0.0, "[0, 1)", "dropout on embeddings, attention and MLP outputs")
   c.model.dtype = "float32"  # compute dtype

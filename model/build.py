@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 
 from model import config as config_lib
+from model import init
 from model.config import ModelConfig
 from model.decoder import Decoder
 from model.encoder import Encoder
@@ -29,7 +30,9 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
 
 def build_model(cfg: ModelConfig, seed: int) -> nnx.Module:
   """A freshly initialised model; call under jax.jit / nnx.eval_shape for sharded or abstract init."""
-  return FAMILIES[cfg.family](cfg, rngs=nnx.Rngs(params=seed))
+  model = FAMILIES[cfg.family](cfg, rngs=nnx.Rngs(params=seed))
+  init.apply(model, cfg)
+  return model
 
 
 def abstract_model(cfg: ModelConfig) -> nnx.Module:

@@ -3,6 +3,7 @@ import dataclasses
 
 import ml_collections
 
+from model.init import SCHEMES as INIT_SCHEMES
 from model.layers import ACTIVATIONS, NORMS
 from model.lora import TARGETS as LORA_TARGETS
 from model.positions import POSITIONS
@@ -14,7 +15,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 REMOVED = {"pooler": False}
 CHOICES = {"position": POSITIONS, "norm": tuple(NORMS), "norm_position": ("pre", "post"),
            "activation": tuple(ACTIVATIONS), "remat": tuple(REMAT_POLICIES), "dtype": DTYPES,
-           "param_dtype": DTYPES, "attention": ("einsum", "jax_nn")}
+           "param_dtype": DTYPES, "attention": ("einsum", "jax_nn"), "init": INIT_SCHEMES}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ModelConfig:
   use_bias: bool = True
   tie_embeddings: bool = True
   scale_attention: bool = True
+  init: str = "normal"
   num_token_types: int = 0
   dropout_rate: float = 0.0
   dtype: str = "float32"

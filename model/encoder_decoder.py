@@ -9,7 +9,7 @@ from model.layers import Embed, OutputHead, maybe_classifier
 from model.stack import Stack, dtypes
 
 _T5 = dict(position="relative", norm="rmsnorm", norm_eps=1e-6, use_bias=False,
-           scale_attention=False, vocab_size=32128)
+           scale_attention=False, init="t5", vocab_size=32128)
 # Published sizes, as config.model overrides. T5-base (Raffel et al. 2020): 222,903,552
 # parameters; T5.1.1-base (GeGLU, untied output): 247,577,856.
 VARIANTS = {

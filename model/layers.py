@@ -22,7 +22,8 @@ from jax.sharding import NamedSharding
 from model import lora
 
 Initializer = Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]
-INIT = nnx.initializers.normal(0.02)
+INIT_STD = 0.02  # GPT-2 and BERT; model/init.py rescales it for other schemes
+INIT = nnx.initializers.normal(INIT_STD)
 
 # name -> (function, gated). Gated units multiply the activated projection by a
 # second, linear one (GeGLU as in T5.1.1, SwiGLU as in LLaMA).

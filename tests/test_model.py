@@ -282,3 +282,26 @@ def test_prefix_lm_reads_the_prefix_both_ways_and_the_rest_causally():
   in_prefix[5], after[12] = 5, 5
   assert not np.allclose(logits(in_prefix)[:5], base[:5])  # earlier prefix positions see it
   np.testing.assert_array_equal(logits(after)[:12], base[:12])  # the suffix stays causal
+
+
+def test_t5_init_draws_t5s_deviations_and_normal_stays_at_0_02():
+  # Mesh TF's T5 (and HF's T5): embeddings N(0, 1), kernels N(0, 1/sqrt(fan-in)), the query's
+  # 1/sqrt(head_dim) folded in. Each array has >= 16k draws: its sample deviation is within
+  # 2% of the true one (the standard error is 1/sqrt(2n) < 0.6%).
+  from configs import gpt_tiny, t5_tiny
+  from model import model_config
+  t5 = model_config(t5_tiny.get_config())
+  assert t5.init == "t5" and not t5.scale_attention
+  d, h, f = t5.embed_dim, t5.head_dim, t5.mlp_dim
+  model = build_model(t5, 0)
+  layer = model.decoder.layers[0]
+  expected = {"embedding": (model.embed.table, 1.0),
+              "query": (layer.cross_attn.query, (d * h) ** -0.5),
+              "key": (layer.cross_attn.key, d ** -0.5),
+              "out": (layer.self_attn.out, (t5.num_heads * h) ** -0.5),
+              "wi": (layer.mlp.wi.kernel, d ** -0.5), "wo": (layer.mlp.wo.kernel, f ** -0.5)}
+  gpt = build_model(model_config(gpt_tiny.get_config()), 0)
+  expected.update(gpt_embedding=(gpt.embed.table, 0.02),
+                  gpt_wo=(gpt.stack.layers[0].mlp.wo.kernel, 0.02))
+  for name, (variable, want) in expected.items():
+    assert float(np.std(np.asarray(variable[...]))) == pytest.approx(want, rel=0.02), name

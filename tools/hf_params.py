@@ -337,6 +337,7 @@ class _T5(Architecture):
                 relative_buckets=hf["relative_attention_num_buckets"],
                 relative_max_distance=hf["relative_attention_max_distance"], norm="rmsnorm",
                 norm_eps=float(hf["layer_norm_epsilon"]), use_bias=False, scale_attention=False,
+                init="t5",
                 activation=_option(hf, "feed_forward_proj", self.activations),
                 dropout_rate=float(hf["dropout_rate"]))
 
