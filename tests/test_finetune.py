@@ -303,15 +303,17 @@ def test_lora_exported_to_peft_gives_our_logits_in_transformers(text_dir, data_d
   transformers = pytest.importorskip("transformers")
   from tools import convert_hf, export_lora
   config = _lora_config(text_dir, data_dir, "bert_tiny")
-  # What HF's BERT is: post-norm, segment embeddings, erf GELU; heads x head_dim = width.
-  config.model.update(norm_position="post", num_token_types=2, lora_targets="query,value,wo")
+  # What HF's BERT is: post-norm, segment embeddings, learned positions, erf GELU;
+  # heads x head_dim = width.
+  config.model.update(norm_position="post", num_token_types=2, position="learned",
+                      lora_targets="query,value,wo")
   experiment = Experiment(config)
   params = jax.tree_util.tree_map_with_path(
       lambda path, x: (jax.random.normal(jax.random.key(len(str(path))), x.shape) * 0.05
                        if init_from.path_key(path).endswith("/b") else x),
       experiment.create_state().params)
   base_config = tiny_config(text_dir, data_dir, "bert_tiny")
-  base_config.model.update(norm_position="post", num_token_types=2)
+  base_config.model.update(norm_position="post", num_token_types=2, position="learned")
   pretrained.save_params(str(tmp_path / "base"), base_config, params_without_adapters(params))
   convert_hf.export_hf(str(tmp_path / "base"), str(tmp_path / "hf"))
   export_lora.write_peft(str(tmp_path / "peft"), experiment.model_cfg, params)
