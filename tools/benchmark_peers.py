@@ -4,7 +4,8 @@ measured side by side in one run on one machine.
   python -m tools.benchmark --sections=peers [--peer_rounds=3 --peer_steps=12]
 
 Every system trains at the reference shape (vocab 8192, width 256, 4 layers (T5: 4 + 4),
-4 heads of 64, MLP 1024, length 256 (T5: 256 in, targets as below), batch 8, fp32, AdamW
+4 heads of 64, MLP 1024, length 256 (T5: 256 in, and the target length our span corruption gives them, for every
+T5), batch 8, fp32, AdamW
 with gradient clipping, no dropout, random tokens): our jitted step for each family, HF
 transformers' PyTorch GPT-2, BERT (masked LM, 15% of positions) and T5, each eager and
 under `torch.compile`, and a plain PyTorch GPT written here with `scaled_dot_product_attention`.
@@ -15,7 +16,9 @@ the rounds go through every system in turn, each timing --peer_steps steps, so t
 load weighs on all alike. Tokens/s count the rows' tokens (T5: its 256 input tokens). One FLOP
 formula serves all (model/build.py's train_flops_per_row, with each system's own lengths and
 the positions its output head projects: HF's BERT projects every position, ours the masked
-ones), so GFLOP/s compares work done per second where the shapes differ.
+ones), so GFLOP/s compares work done per second where the shapes differ. Our rows also show the
+step's matmul floor (tools/matmul_floor.py: its products, each timed alone in the worker,
+summed) and how far the step is above it.
 """
 import json
 import os
@@ -28,10 +31,11 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB, WIDTH, LAYERS, HEADS, MLP, LENGTH, BATCH = 8192, 256, 4, 4, 1024, 256, 8
-T5_TARGETS = 64  # the peers' T5 target length; ours follows from span corruption
 MLM_RATE = 0.15
 WARMUP = 3
-FAMILY_OF = {"gpt": "decoder", "bert": "encoder", "t5": "encoder_decoder"}
+# What our tiny configs change from the peers' architectures, set back to theirs here:
+# HF's GPT-2 and BERT learn position tables (gpt_tiny and bert_tiny use rotary ones).
+SAME_AS_PEERS = {"gpt": {"position": "learned"}, "bert": {"position": "learned"}, "t5": {}}
 # label -> (kind, model): kind "triform", "eager", "compiled" or "plain".
 SYSTEMS = {
     "triform GPT": ("triform", "gpt"),
@@ -52,17 +56,20 @@ SYSTEMS = {
 
 def _triform_worker(model: str):
   """(one-step function returning the loss, lengths (decoder or encoder row, encoder row of
-  an encoder-decoder), scored positions per row)."""
-  from tools import benchmark
+  an encoder-decoder), scored positions per row, a function measuring the step's matmul floor in seconds)."""
+  from tools import benchmark, matmul_floor
   from train.experiment import Experiment
   config = benchmark.for_this_machine(benchmark.reference_config(f"{model}_tiny"))
+  config.model.update(SAME_AS_PEERS[model])
   timed = benchmark.compile_step(config, benchmark.synthetic_batch(config))
-  task = Experiment(config).task
+  experiment = Experiment(config)
+  floor = lambda: matmul_floor.floor_seconds(experiment.jit_train_step(), timed.state,
+                                             timed.batch)
 
   def step():
     timed.run()
     return timed.loss
-  return step, task.lengths, task.max_scored
+  return step, experiment.task.lengths, experiment.task.max_scored, floor
 
 
 def _hf_model(model: str):
@@ -127,6 +134,14 @@ def _plain_gpt():
   return Gpt()
 
 
+def t5_lengths() -> tuple[int, int]:
+  """(targets, inputs) of our span corruption at the reference shape; the peers' T5 takes
+  the same lengths, so every system computes the same tokens."""
+  from tools import benchmark
+  from train import objectives
+  return objectives.make(benchmark.reference_config("t5_tiny")).lengths
+
+
 def _torch_batch(model: str) -> dict:
   import torch
   rng = np.random.default_rng(0)
@@ -138,7 +153,7 @@ def _torch_batch(model: str) -> dict:
     selected = torch.from_numpy(rng.random((BATCH, LENGTH)) < MLM_RATE)
     return {"input_ids": torch.where(selected, 4, inputs),
             "labels": torch.where(selected, inputs, -100)}
-  return {"input_ids": inputs, "labels": ids(BATCH, T5_TARGETS)}
+  return {"input_ids": inputs, "labels": ids(BATCH, t5_lengths()[0])}
 
 
 def _torch_worker(kind: str, model: str):
@@ -161,7 +176,7 @@ def _torch_worker(kind: str, model: str):
     optimizer.zero_grad(set_to_none=True)
     return float(loss.detach())  # waits for the step
   # Every position goes through the output head (HF's BERT projects them all).
-  return step, (T5_TARGETS, LENGTH) if model == "t5" else (LENGTH, 0), 0
+  return step, t5_lengths() if model == "t5" else (LENGTH, 0), 0, None
 
 
 def _flops_per_step(model: str, lengths, scored: int) -> float:
@@ -177,11 +192,12 @@ def worker(label: str) -> None:
   answers on stdout in lines starting with 'PEER '."""
   kind, model = SYSTEMS[label]
   start = time.perf_counter()
-  step, lengths, scored = (_triform_worker(model) if kind == "triform"
-                           else _torch_worker(kind, model))
+  step, lengths, scored, floor = (_triform_worker(model) if kind == "triform"
+                                  else _torch_worker(kind, model))
   losses = [step() for _ in range(WARMUP)]
   ready = {"setup_s": time.perf_counter() - start, "loss": losses[0],
-           "flops": _flops_per_step(model, lengths, scored), "lengths": list(lengths)}
+           "flops": _flops_per_step(model, lengths, scored), "lengths": list(lengths),
+           "matmul_floor_s": floor and floor()}
   print("PEER " + json.dumps(ready), flush=True)
   for line in sys.stdin:
     seconds = []
@@ -231,7 +247,10 @@ def peers_section(rounds: int, steps: int) -> list[dict]:
                  "lengths": "+".join(str(n) for n in ready[label]["lengths"] if n),
                  "warmup_s": round(ready[label]["setup_s"], 1),
                  "peak_rss_mib": round(usage.ru_maxrss / 1024),
-                 "vs_fastest_peer": None})
+                 "matmul_floor_s": None, "vs_floor": None, "vs_fastest_peer": None})
+    floor = ready[label]["matmul_floor_s"]
+    if floor:
+      rows[-1].update(matmul_floor_s=round(floor, 4), vs_floor=f"{seconds / floor:.2f}x")
   for row in rows:
     kind, model = SYSTEMS[row["system"]]
     if kind == "triform":

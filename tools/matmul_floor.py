@@ -1,0 +1,79 @@
+"""The matmul floor of a jitted function: the time its matrix products take on their own.
+
+Every dot_general in the function's jaxpr is collected with its operand shapes and dtypes
+(for a train step: the forward's products and the backward's transposed ones; inside a
+scan, once per iteration). Each distinct product is then jitted alone, on random operands
+of its shapes, and timed; the floor is the sum over products of count x median time. A step
+can beat its floor only by fusing products together, so step time / floor says how much of
+the step is spent outside the matmuls.
+"""
+import collections
+import dataclasses
+import math
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+from jax.extend import core as jax_core
+
+
+@dataclasses.dataclass(frozen=True)
+class Product:
+  """One dot_general as traced: operand shapes and dtypes, and how it contracts."""
+  lhs: tuple[int, ...]
+  rhs: tuple[int, ...]
+  lhs_dtype: str
+  rhs_dtype: str
+  dimension_numbers: tuple
+  preferred_element_type: str | None
+
+  @property
+  def flops(self) -> int:
+    """2 x (the output's size) x (the contracted size) = 2 x |lhs| x rhs's free size."""
+    (_, rhs_contract), (_, rhs_batch) = self.dimension_numbers
+    rhs_free = math.prod(n for axis, n in enumerate(self.rhs)
+                         if axis not in tuple(rhs_contract) + tuple(rhs_batch))
+    return 2 * math.prod(self.lhs) * rhs_free
+
+
+def products(closed_jaxpr) -> collections.Counter:
+  """Counter of Product -> how many times one call of the traced function computes it."""
+  counts = collections.Counter()
+  _collect(closed_jaxpr.jaxpr, 1, counts)
+  return counts
+
+
+def _collect(jaxpr, times: int, counts: collections.Counter) -> None:
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      lhs, rhs = (v.aval for v in eqn.invars)
+      preferred = eqn.params.get("preferred_element_type")
+      counts[Product(tuple(lhs.shape), tuple(rhs.shape), str(lhs.dtype), str(rhs.dtype),
+                     eqn.params["dimension_numbers"],
+                     None if preferred is None else str(preferred))] += times
+    inner = times * eqn.params["length"] if eqn.primitive.name == "scan" else times
+    for sub in jax_core.jaxprs_in_params(eqn.params):
+      _collect(sub, inner, counts)
+
+
+def time_product(product: Product, repeats: int = 20) -> float:
+  """Median seconds of the product alone, jitted, on random operands."""
+  lhs_key, rhs_key = jax.random.split(jax.random.key(0))
+  lhs = jax.random.normal(lhs_key, product.lhs, jnp.float32).astype(product.lhs_dtype)
+  rhs = jax.random.normal(rhs_key, product.rhs, jnp.float32).astype(product.rhs_dtype)
+  multiply = jax.jit(lambda a, b: jax.lax.dot_general(
+      a, b, product.dimension_numbers, preferred_element_type=product.preferred_element_type))
+  jax.block_until_ready(multiply(lhs, rhs))
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(multiply(lhs, rhs))
+    seconds.append(time.perf_counter() - start)
+  return statistics.median(seconds)
+
+
+def floor_seconds(fn, *args) -> float:
+  """The matmul floor of `fn(*args)`: its products, each timed alone, summed."""
+  counts = products(jax.make_jaxpr(fn)(*args))
+  return sum(count * time_product(product) for product, count in counts.items())
