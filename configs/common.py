@@ -280,8 +280,9 @@ def _declared() -> ml_collections.ConfigDict:
   # two comma-separated (sentence; sentence1,sentence2; question,passage).
   c.task.tfds_data_dir = ""
   c.task.tfds_text = "sentence"  # tfds: the text feature(s), comma-separated
-  # Which states the head reads: "family" (its own: encoder first token, decoder last),
-  # first, last, or mean (of the row's tokens).
+  # Which states the head reads: "family" (its own: encoder first token, decoder last,
+  # encoder-decoder the decoder's start), first, last, mean (of the row's tokens), or
+  # encoder_mean (an encoder-decoder's encoder states, averaged; its decoder is not run).
   c.task.pooling = "family"
   # text_to_text: the room for a target (data.seq_len holds the input).
   c.task.target_len = Num(32, "[2, inf)", "tokens of a text-to-text target, EOS included")

@@ -231,6 +231,27 @@ def test_pairs_mark_the_second_text_and_an_encoder_decoder_reads_them_in_its_enc
   assert list(row["inputs"]) == [tok.pad_id] and row["label"][0] == 1
 
 
+def test_encoder_mean_pooling_classifies_from_the_encoders_average_state(built, text_dir,
+                                                                         data_dir):
+  config = _classifier_config(text_dir, data_dir, "t5_tiny", "stdlib_package", 6)
+  config.task.pooling = "encoder_mean"
+  experiment = Experiment(config)
+  params = experiment.create_state().params
+  batch = experiment.task.dataset(None, built[2], train=False)[0]
+  model = nnx.merge(experiment.graphdef, params)
+  # [B, S, D]
+  encoded = np.asarray(model.encode(batch["encoder_inputs"], batch["encoder_positions"],
+                                    batch["encoder_segment_ids"]))
+  real = batch["encoder_segment_ids"] > 0
+  pooled = np.stack([states[keep].mean(0) for states, keep in zip(encoded, real)])
+  log_probs = jax.nn.log_softmax(np.asarray(model.classifier(pooled)))
+  labels, weights = batch["label"][:, 0], batch["weight"][:, 0]
+  expected = -(log_probs[np.arange(len(labels)), labels] * weights).sum()
+  # One float32 sum over the same values in another order: within a few ulps of ~100.
+  assert float(experiment.task.metric_sums(model, batch)["nll"]) == pytest.approx(
+      float(expected), rel=1e-5)
+
+
 def _write(path, text):
   path.write_text(text, encoding="utf-8")
   return str(path).replace("train", "{split}")
@@ -249,7 +270,9 @@ def _write(path, text):
     (lambda c, d: setattr(c.task, "name", "translation"),
      r"config.task.name='translation' is not one of"),
     (lambda c, d: c.model.update(family="lstm", num_heads=1),
-     r"does not fit config.model.family='lstm'")])
+     r"does not fit config.model.family='lstm'"),
+    (lambda c, d: setattr(c.task, "pooling", "encoder_mean"),
+     r"pooling='encoder_mean' needs an encoder-decoder; config.model.family='decoder'")])
 def test_bad_task_inputs_fail_in_one_line(text_dir, data_dir, tmp_path, edit, message):
   config = _classifier_config(text_dir, data_dir, data=_write(
       tmp_path / "train.jsonl", '{"text": "a", "label": "yes"}\n'), classes=2)

@@ -17,7 +17,9 @@ import numpy as np
 from model import FAMILIES
 from train import example_task, task_data, tokenizer
 
-POOLINGS = ("family", "first", "last", "mean")
+# encoder_mean: an encoder-decoder's encoder states, averaged (Sentence-T5's ST5-Enc mean,
+# Ni et al. 2021); its decoder is then not run.
+POOLINGS = ("family", "first", "last", "mean", "encoder_mean")
 
 
 class Classification(example_task.ExampleTask):
@@ -33,6 +35,9 @@ class Classification(example_task.ExampleTask):
       raise ValueError(f"config.task.pooling={t.pooling!r} is not one of {list(POOLINGS)}")
     self.pooling = family.CLASSIFY_POOLING if t.pooling == "family" else t.pooling
     self.reads_source = "encoder_inputs" in family.INPUTS  # the text goes to an encoder
+    if self.pooling == "encoder_mean" and not self.reads_source:
+      raise ValueError(f"config.task.pooling='encoder_mean' needs an encoder-decoder; "
+                       f"config.model.family={config.model.family!r} has one stack: use 'mean'")
     self.token_types = "token_types" in family.OPTIONAL_INPUTS and config.model.num_token_types
     self.classes = task_data.class_names(t.data, t.classes, t.tfds_data_dir, t.tfds_text)
     if config.model.num_classes != len(self.classes):
@@ -72,17 +77,24 @@ class Classification(example_task.ExampleTask):
     real = (segment_ids > 0).astype(hidden.dtype)  # [B, T]
     if self.pooling == "first":
       return hidden[:, 0]
-    if self.pooling == "mean":
+    if self.pooling in ("mean", "encoder_mean"):
       return (hidden * real[..., None]).sum(1) / jnp.maximum(real.sum(1, keepdims=True), 1.0)
     last = jnp.maximum(real.sum(1).astype(jnp.int32) - 1, 0)  # [B]
     return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
 
   def metric_sums(self, model, batch: dict, rngs=None) -> dict:
     names = model.INPUTS + tuple(n for n in model.OPTIONAL_INPUTS if n in batch)
-    # [B, T, D]
-    hidden = model.hidden(**{name: batch[name] for name in names}, rngs=rngs)
+    if self.pooling == "encoder_mean":
+      # [B, S, D]
+      hidden = model.encode(batch["encoder_inputs"], batch["encoder_positions"],
+                            batch["encoder_segment_ids"], rngs=rngs)
+      segment_ids = batch["encoder_segment_ids"]
+    else:
+      # [B, T, D]
+      hidden = model.hidden(**{name: batch[name] for name in names}, rngs=rngs)
+      segment_ids = batch["segment_ids"]
     # [B, D] -> [B, C]
-    logits = model.classifier(self._pool(hidden, batch["segment_ids"]))
+    logits = model.classifier(self._pool(hidden, segment_ids))
     labels, weights = batch["label"][:, 0], batch["weight"][:, 0]  # [B]
     log_probs = jax.nn.log_softmax(logits)
     nll = -(jnp.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0] * weights).sum()
