@@ -4,11 +4,11 @@ measured side by side in one run on one machine.
   python -m tools.benchmark --sections=peers [--peer_rounds=3 --peer_steps=12]
 
 Every system trains at the reference shape (vocab 8192, width 256, 4 layers (T5: 4 + 4),
-4 heads of 64, MLP 1024, length 256 (T5: 256 in, and the target length our span corruption gives them, for every
-T5), batch 8, fp32, AdamW
-with gradient clipping, no dropout, random tokens): our jitted step for each family, HF
-transformers' PyTorch GPT-2, BERT (masked LM, 15% of positions) and T5, each eager and
-under `torch.compile`, and a plain PyTorch GPT written here with `scaled_dot_product_attention`.
+4 heads of 64, MLP 1024, length 256 (every T5: 256 in, and the target length our span
+corruption gives them), batch 8, fp32, AdamW with gradient clipping, no dropout, random
+tokens): our jitted step for each family, HF transformers' PyTorch GPT-2, BERT (masked LM,
+15% of positions) and T5, each eager and under `torch.compile`, and a plain PyTorch GPT
+written here with `scaled_dot_product_attention`.
 
 Each system runs in its own worker process, so its peak RSS is its own. A worker builds its
 model, runs 3 warm-up steps (the compile, for the jitted and compiled ones) and waits; then
@@ -56,7 +56,8 @@ SYSTEMS = {
 
 def _triform_worker(model: str):
   """(one-step function returning the loss, lengths (decoder or encoder row, encoder row of
-  an encoder-decoder), scored positions per row, a function measuring the step's matmul floor in seconds)."""
+  an encoder-decoder), scored positions per row, a function measuring the step's matmul
+  floor in seconds)."""
   from tools import benchmark, matmul_floor
   from train.experiment import Experiment
   config = benchmark.for_this_machine(benchmark.reference_config(f"{model}_tiny"))
