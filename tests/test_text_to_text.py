@@ -8,7 +8,7 @@ import pytest
 
 from configs import common
 from tests.conftest import tiny_config
-from train import task_data, text_metrics, trainer
+from train import task_data, text_metrics, trainer, unigram
 from train.experiment import Experiment
 
 
@@ -82,6 +82,7 @@ def test_text_to_text_trains_and_scores_its_greedy_outputs(text_dir, data_dir, t
     assert summary[metric] == pytest.approx(expected[metric], rel=1e-12)
     assert 0 <= summary[f"copy_{metric}"] <= 100
   assert summary["final_loss"] < summary["initial_loss"]
+  assert 0 < summary["unigram_loss"] < summary["initial_loss"]
   validation = task_data.load_pairs("stdlib_function_name")["validation"]
   assert [s["input"] for s in samples] == [e["input"] for e in validation[:5]]
 
@@ -144,3 +145,9 @@ def test_a_classification_task_as_text_to_text_writes_its_class_names():
   labelled = task_data.load("stdlib_swapped_lines", classes)["validation"]
   pairs = task_data.load_pairs("stdlib_swapped_lines")["validation"]
   assert pairs == [{"input": e["text"], "target": classes[e["label"]]} for e in labelled]
+
+
+def test_the_unigram_baseline_counts_each_sequence_and_its_eos():
+  # Vocabulary of 4, EOS 3: add-one counts 1 + [0, 2, 1, 0] + 2 EOS = [1, 3, 2, 3] of 9.
+  log2_probs = unigram.fit_ids([np.array([1, 1]), np.array([2])], vocab_size=4, eos_id=3)
+  np.testing.assert_allclose(2 ** log2_probs, np.array([1, 3, 2, 3]) / 9)

@@ -91,3 +91,24 @@ def test_profile_kinds_know_causal_blocks():
   assert kind("f32[2,12,128,100]") == "norms, activations, residuals, optimizer"
   assert kind("f32[2,12,128,64]", "jvp()/BKQS,BSKH->BKQH/dot_general") == "attention matmuls"
   assert kind("f32[2048,50257]") == "vocabulary projection and loss"
+
+
+def test_profile_kinds_of_a_pytorch_step():
+  """The peer's ops fall into our kinds, from their aten names and input shapes, and their
+  own times account for most of the profiled step."""
+  scores = {(256, 256)}
+  kind = lambda op, *shapes: profile_step.torch_kind(op, shapes, 8192, scores)
+  assert kind("aten::mm", (2048, 256), (256, 8192)) == "vocabulary projection and loss"
+  assert kind("aten::_log_softmax", (2048, 8192)) == "vocabulary projection and loss"
+  assert kind("aten::_scaled_dot_product_flash_attention_for_cpu", (8, 4, 256, 64)) == (
+      "attention matmuls")
+  assert kind("aten::bmm", (32, 256, 64), (32, 64, 256)) == "attention matmuls"
+  assert kind("aten::_softmax", (8, 4, 256, 256)) == "attention scores (softmax, masks)"
+  assert kind("aten::addmm", (768,), (2048, 256), (256, 768)) == "projection and MLP matmuls"
+  assert kind("aten::native_layer_norm", (8, 256, 256)) == (
+      "norms, activations, residuals, optimizer")
+  wall, seconds = profile_step.torch_op_seconds("HF GPT-2, PyTorch eager", steps=1)
+  kinds = {profile_step.torch_kind(op, shapes, 8192, scores) for op, shapes in seconds}
+  assert {"vocabulary projection and loss", "attention matmuls",
+          "projection and MLP matmuls"} <= kinds
+  assert 0.5 * wall < sum(seconds.values()) < 1.05 * wall

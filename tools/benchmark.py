@@ -47,7 +47,7 @@ from absl import app, flags
 
 from model import model_config
 from train import data as data_lib
-from train import hardware, input_pipeline, noise, objectives, sharding
+from train import hardware, host_memory, input_pipeline, noise, objectives, sharding
 from train.experiment import Experiment
 
 MiB = 2**20
@@ -137,6 +137,7 @@ def compile_step(config: ml_collections.ConfigDict, batch: dict) -> CompiledStep
   start = time.perf_counter()
   compiled = experiment.jit_train_step().lower(state, batch).compile()
   seconds = time.perf_counter() - start
+  host_memory.release_freed_memory()
   m = compiled.memory_analysis()
   memory = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes +
             m.temp_size_in_bytes)

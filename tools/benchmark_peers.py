@@ -10,18 +10,22 @@ tokens): our jitted step for each family, HF transformers' PyTorch GPT-2, BERT (
 15% of positions) and T5, each eager and under `torch.compile`, and a plain PyTorch GPT
 written here with `scaled_dot_product_attention`.
 
-Each system runs in its own worker process, so its peak RSS is its own. A worker builds its
-model, runs 3 warm-up steps (the compile, for the jitted and compiled ones) and waits; then
-the rounds go through every system in turn, each timing --peer_steps steps, so the machine's
-load weighs on all alike. Tokens/s count the rows' tokens (T5: its 256 input tokens). One FLOP
+Each system runs in its own worker process, so its peak RSS is its own; the rows also give
+its resident memory once its framework is imported (the runtime's share) and, for ours, the
+compiled step's buffers (arguments, outputs and temporaries, from XLA's memory analysis). A
+worker builds its model, runs 3 warm-up steps (the compile, for the jitted and compiled ones)
+and waits; then the rounds go through every system in turn, each timing --peer_steps steps,
+so the machine's load weighs on all alike. Tokens/s count the rows' tokens (T5: its 256 input
+tokens). One FLOP
 formula serves all (model/build.py's train_flops_per_row, with each system's own lengths and
 the positions its output head projects: HF's BERT projects every position, ours the masked
 ones), so GFLOP/s compares work done per second where the shapes differ. Our rows also show the
-step's matmul floor (tools/matmul_floor.py: its products, each timed alone in the worker,
-summed) and how far the step is above it.
+step's matmul floor (tools/matmul_floor.py: its products, each timed alone in the worker
+after the rounds and after its peak RSS is read, summed) and how far the step is above it.
 """
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -54,10 +58,29 @@ SYSTEMS = {
 # ---------------------------------------------------------------------------- workers
 
 
+def _resident_mib() -> float | None:
+  """This process's resident memory now (Linux), in MiB."""
+  try:
+    with open("/proc/self/status", encoding="utf-8") as status:
+      return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS"))
+  except OSError:
+    return None
+
+
+def _import_framework(kind: str) -> None:
+  """What the system's step needs imported (its runtime's share of the memory)."""
+  if kind == "triform":
+    from tools import benchmark, matmul_floor  # noqa: F401
+    from train.experiment import Experiment  # noqa: F401
+  else:
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+
 def _triform_worker(model: str):
   """(one-step function returning the loss, lengths (decoder or encoder row, encoder row of
   an encoder-decoder), scored positions per row, a function measuring the step's matmul
-  floor in seconds)."""
+  floor in seconds, the compiled step's buffers in bytes)."""
   from tools import benchmark, matmul_floor
   from train.experiment import Experiment
   config = benchmark.for_this_machine(benchmark.reference_config(f"{model}_tiny"))
@@ -70,7 +93,7 @@ def _triform_worker(model: str):
   def step():
     timed.run()
     return timed.loss
-  return step, experiment.task.lengths, experiment.task.max_scored, floor
+  return step, experiment.task.lengths, experiment.task.max_scored, floor, timed.memory_bytes
 
 
 def _hf_model(model: str):
@@ -157,7 +180,7 @@ def _torch_batch(model: str) -> dict:
   return {"input_ids": inputs, "labels": ids(BATCH, t5_lengths()[0])}
 
 
-def _torch_worker(kind: str, model: str):
+def torch_worker(kind: str, model: str):
   """As _triform_worker, for a PyTorch model: forward, backward, clip, AdamW."""
   import torch
   torch.manual_seed(0)
@@ -177,7 +200,7 @@ def _torch_worker(kind: str, model: str):
     optimizer.zero_grad(set_to_none=True)
     return float(loss.detach())  # waits for the step
   # Every position goes through the output head (HF's BERT projects them all).
-  return step, t5_lengths() if model == "t5" else (LENGTH, 0), 0, None
+  return step, t5_lengths() if model == "t5" else (LENGTH, 0), 0, None, None
 
 
 def _flops_per_step(model: str, lengths, scored: int) -> float:
@@ -193,12 +216,14 @@ def worker(label: str) -> None:
   answers on stdout in lines starting with 'PEER '."""
   kind, model = SYSTEMS[label]
   start = time.perf_counter()
-  step, lengths, scored, floor = (_triform_worker(model) if kind == "triform"
-                                  else _torch_worker(kind, model))
+  _import_framework(kind)
+  runtime_mib = _resident_mib()
+  step, lengths, scored, floor, buffers = (_triform_worker(model) if kind == "triform"
+                                           else torch_worker(kind, model))
   losses = [step() for _ in range(WARMUP)]
   ready = {"setup_s": time.perf_counter() - start, "loss": losses[0],
            "flops": _flops_per_step(model, lengths, scored), "lengths": list(lengths),
-           "matmul_floor_s": floor and floor()}
+           "runtime_mib": runtime_mib, "step_buffers_mib": buffers and buffers / 2**20}
   print("PEER " + json.dumps(ready), flush=True)
   for line in sys.stdin:
     seconds = []
@@ -207,6 +232,10 @@ def worker(label: str) -> None:
       step()
       seconds.append(time.perf_counter() - begin)
     print("PEER " + json.dumps(seconds), flush=True)
+  # The peak before the floor, whose compiles and buffers are the benchmark's, not the step's.
+  peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  print("PEER " + json.dumps({"peak_rss_mib": peak_mib, "matmul_floor_s": floor and floor()}),
+        flush=True)
 
 
 # ---------------------------------------------------------------------------- the section
@@ -238,8 +267,8 @@ def peers_section(rounds: int, steps: int) -> list[dict]:
   rows = []
   for label, proc in workers.items():
     proc.stdin.close()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status):
+    last = _answer(proc)
+    if proc.wait():
       raise RuntimeError(f"{label}: worker failed: {proc.stderr.read()[-3000:]}")
     seconds = statistics.median(times[label])
     rows.append({"system": label, "step_s": round(seconds, 4),
@@ -247,9 +276,13 @@ def peers_section(rounds: int, steps: int) -> list[dict]:
                  "gflop_per_s": round(ready[label]["flops"] / seconds / 1e9, 1),
                  "lengths": "+".join(str(n) for n in ready[label]["lengths"] if n),
                  "warmup_s": round(ready[label]["setup_s"], 1),
-                 "peak_rss_mib": round(usage.ru_maxrss / 1024),
+                 "runtime_rss_mib": ready[label]["runtime_mib"] and round(
+                     ready[label]["runtime_mib"]),
+                 "step_buffers_mib": ready[label]["step_buffers_mib"] and round(
+                     ready[label]["step_buffers_mib"]),
+                 "peak_rss_mib": round(last["peak_rss_mib"]),
                  "matmul_floor_s": None, "vs_floor": None, "vs_fastest_peer": None})
-    floor = ready[label]["matmul_floor_s"]
+    floor = last["matmul_floor_s"]
     if floor:
       rows[-1].update(matmul_floor_s=round(floor, 4), vs_floor=f"{seconds / floor:.2f}x")
   for row in rows:

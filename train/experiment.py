@@ -19,7 +19,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from model import (FAMILIES, abstract_model, build_model, count_params, model_config,
                    model_graphdef, train_flops_per_row)
 from model import lora
-from train import checkpoint, init_from, optim, sharding, tasks, trainable, validation
+from train import (checkpoint, host_memory, init_from, optim, sharding, tasks, trainable,
+                   validation)
 from train import step as step_lib
 from train.state import TrainState
 
@@ -91,7 +92,9 @@ class Experiment:
   def create_state(self, seed: int | None = None) -> TrainState:
     """A fresh state (default seed: the config's), each array initialised in its shards."""
     seed = self.config.seed if seed is None else seed
-    return jax.jit(lambda: self._init_state(seed), out_shardings=self.state_shardings)()
+    state = jax.jit(lambda: self._init_state(seed), out_shardings=self.state_shardings)()
+    host_memory.release_freed_memory()  # what compiling the initialisation freed
+    return state
 
   def restore(self, workdir: str, step: int | None = None) -> TrainState:
     """The state the run in `workdir` saved at `step` (default: its latest), laid out on this
@@ -159,8 +162,12 @@ class Experiment:
     """The train step compiled ahead of time for the config's batch: it rejects any other
     shape, so it never recompiles."""
     state = self.abstract_state if state is None else state
-    return self.jit_train_step().lower(state, self.batch_spec).compile()
+    compiled = self.jit_train_step().lower(state, self.batch_spec).compile()
+    host_memory.release_freed_memory()  # the compiler's, before the step's buffers come
+    return compiled
 
   def compile_eval_step(self, params=None):
     params = self.abstract_state.params if params is None else params
-    return self.jit_eval_step().lower(params, self.batch_spec).compile()
+    compiled = self.jit_eval_step().lower(params, self.batch_spec).compile()
+    host_memory.release_freed_memory()
+    return compiled

@@ -11,7 +11,8 @@ specials, targets to task.target_len.
 Evaluation: teacher-forced loss and token accuracy at every evaluation; at the end, greedy
 decoding with the key/value cache over the validation examples, scored by exact match,
 BLEU, chrF and ROUGE-L (train/text_metrics.py), beside two trivial baselines: copying the
-input, and the training split's most common target.
+input, and the training split's most common target. The loss's trivial baseline is the
+training targets' unigram frequencies (`unigram_loss` in the summary).
 """
 import collections
 import math
@@ -25,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from model import FAMILIES, decoding
-from train import example_task, loss, objectives, task_data, text_metrics, tokenizer
+from train import example_task, loss, objectives, task_data, text_metrics, tokenizer, unigram
 
 _PACKED = ("inputs", "targets", "weights", "prefix")  # the decoder fields packing carries
 
@@ -208,7 +209,15 @@ class TextToText(example_task.ExampleTask):
                for e, r, p in list(zip(examples, references, predictions))[:5]]
     return {"metrics": metrics,
             "summary": dict(metrics, generated_examples=len(examples), samples=samples,
-                            common_target=common[0][0])}
+                            common_target=common[0][0], unigram_loss=self.unigram_loss(tok))}
+
+  def unigram_loss(self, tok: tokenizer.Tokenizer) -> float:
+    """The validation loss (nats per target token, EOS included) of a model that ignores its
+    input: the training targets' token frequencies, add-one smoothed."""
+    targets = lambda split: [self._ids(e, tok)[1] for e in self.examples(split)]
+    log2_probs = unigram.fit_ids(targets("train"), tok.vocab_size, tok.eos_id)
+    validation = [np.append(ids, tok.eos_id) for ids in targets("validation")]
+    return float(-np.log(2) * np.mean(log2_probs[np.concatenate(validation)]))
 
   @staticmethod
   def summary(initial: dict | None, final: dict) -> dict:

@@ -7,10 +7,16 @@ from train.tokenizer import Tokenizer
 
 def fit(texts, tokenizer: Tokenizer) -> np.ndarray:
   """log2 probability of each id [V], counted over the documents' tokens and EOS."""
-  counts = np.ones(tokenizer.vocab_size, np.float64)
-  for text in texts:
-    counts += np.bincount(tokenizer.encode(text), minlength=tokenizer.vocab_size)
-    counts[tokenizer.eos_id] += 1
+  return fit_ids((tokenizer.encode(text) for text in texts), tokenizer.vocab_size,
+                 tokenizer.eos_id)
+
+
+def fit_ids(sequences, vocab_size: int, eos_id: int) -> np.ndarray:
+  """log2 probability of each id [V], counted over the id sequences and an EOS after each."""
+  counts = np.ones(vocab_size, np.float64)
+  for ids in sequences:
+    counts += np.bincount(ids, minlength=vocab_size)
+    counts[eos_id] += 1
   return np.log2(counts / counts.sum())
 
 
