@@ -16,12 +16,12 @@ compiled step's buffers (arguments, outputs and temporaries, from XLA's memory a
 worker builds its model, runs 3 warm-up steps (the compile, for the jitted and compiled ones)
 and waits; then the rounds go through every system in turn, each timing --peer_steps steps,
 so the machine's load weighs on all alike. Tokens/s count the rows' tokens (T5: its 256 input
-tokens). One FLOP
-formula serves all (model/build.py's train_flops_per_row, with each system's own lengths and
-the positions its output head projects: HF's BERT projects every position, ours the masked
-ones), so GFLOP/s compares work done per second where the shapes differ. Our rows also show the
-step's matmul floor (tools/matmul_floor.py: its products, each timed alone in the worker
-after the rounds and after its peak RSS is read, summed) and how far the step is above it.
+tokens). One FLOP formula serves all (model/build.py's train_flops_per_row, with each system's
+own lengths and the positions its output head projects: HF's BERT projects every position,
+ours the masked ones), so GFLOP/s compares work done per second where the shapes differ. Our
+rows also show the step's matmul floor (tools/matmul_floor.py: its products, each timed alone
+in the worker after the rounds and after its peak RSS is read, summed) and how far the step
+is above it.
 """
 import json
 import os
