@@ -288,6 +288,7 @@ def _declared() -> ml_collections.ConfigDict:
   c.task.target_len = Num(32, "[2, inf)", "tokens of a text-to-text target, EOS included")
   c.task.pack = True  # text_to_text: a decoder's train rows hold several examples, each masked
   c.task.generate_examples = Num(-1, "-1 | [0, inf)", "examples decoded at the end; -1: all")
+  c.task.no_repeat_ngram = Num(0, "[0, inf)", "n: decoding never writes an n-gram twice; 0: off")
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num_prompts = Num(3, "[0, inf)", "validation prompts continued at the end; 0: none")

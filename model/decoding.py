@@ -1,5 +1,6 @@
 """Generation with a key/value cache: greedy, temperature, top-k, top-p and beam search,
-for the decoder and the encoder-decoder; mask filling for the encoder.
+for the decoder and the encoder-decoder, optionally never repeating an n-gram of what it
+writes; mask filling for the encoder.
 
 Prompts are batched right-padded with their lengths: row b's prompt fills
 positions [0, length_b) and its new tokens follow at length_b, length_b + 1, ...
@@ -36,6 +37,27 @@ def filter_logits(logits: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.
         keep_sorted)
     logits = jnp.where(keep, logits, -jnp.inf)
   return logits
+
+
+def ban_repeated_ngrams(logits: jax.Array, written: jax.Array, t, n: int) -> jax.Array:
+  """logits [B, V] with -inf on every token that would complete, at step t, an n-gram
+  already in written[:, :t] (written [B, N]: the tokens chosen so far; later ones ignored).
+
+  The n-gram starting at j repeats when its first n - 1 tokens equal the last n - 1
+  written, written[:, t-n+1:t]; it may only be one that ended before step t (j <= t - n).
+  """
+  batch, room = written.shape
+  starts = room - n + 1
+  if starts <= 0:  # no room for an n-gram, let alone two
+    return logits
+  # [B, starts, n]: every n-gram of the row.
+  ngrams = jnp.stack([written[:, i:i + starts] for i in range(n)], -1)
+  last = jax.lax.dynamic_slice_in_dim(written, jnp.maximum(t - n + 1, 0), n - 1, axis=1)
+  repeats = (jnp.all(ngrams[..., :-1] == last[:, None, :], -1)
+             & (jnp.arange(starts) <= t - n)[None, :])  # [B, starts]
+  banned = jnp.zeros(logits.shape, jnp.int32).at[
+      jnp.arange(batch)[:, None], ngrams[..., -1]].max(repeats.astype(jnp.int32))
+  return jnp.where(banned > 0, -jnp.inf, logits)
 
 
 def choose(logits: jax.Array, key, temperature: float, top_k: int, top_p: float) -> jax.Array:
@@ -124,16 +146,18 @@ def _step(graphdef, params, encoder_segment_ids, tokens, positions, cache):
 # ---------------------------------------------------------------- sampling and greedy
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature",
                                              "top_k", "top_p", "return_logits", "eos_id",
-                                             "pad_id", "prompt_prefix"))
+                                             "pad_id", "prompt_prefix", "no_repeat_ngram"))
 def generate(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.Array, key, *,
              max_new_tokens: int, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
              return_logits: bool = False, eos_id: int = EOS_ID, pad_id: int = PAD_ID,
-             prompt_prefix: bool = False):
+             prompt_prefix: bool = False, no_repeat_ngram: int = 0):
   """New tokens [B, max_new_tokens] (and their logits [B, max_new_tokens, V] if asked).
 
   inputs [B, P]: the decoder's prompts, or the encoder-decoder's source rows;
   lengths [B]: how many of each row's P tokens are real; prompt_prefix: a decoder reads
-  its prompts both ways (a model tuned with a bidirectional prefix).
+  its prompts both ways (a model tuned with a bidirectional prefix); no_repeat_ngram n > 0:
+  no n-gram occurs twice among the new tokens (the prompt may repeat in them). Returned
+  logits are the model's, before any ban.
   """
   model = nnx.merge(graphdef, params)
   logits, cache, positions, encoder_segments = _start(model, inputs, lengths, max_new_tokens,
@@ -141,16 +165,20 @@ def generate(graphdef: nnx.GraphDef, params, inputs: jax.Array, lengths: jax.Arr
   batch = inputs.shape[0]
 
   def one_token(carry, t):
-    params, logits, cache, done = carry
-    token = choose(logits, jax.random.fold_in(key, t), temperature, top_k, top_p)
+    params, logits, cache, done, written = carry
+    allowed = (ban_repeated_ngrams(logits, written, t, no_repeat_ngram) if no_repeat_ngram
+               else logits)
+    token = choose(allowed, jax.random.fold_in(key, t), temperature, top_k, top_p)
     token = jnp.where(done, pad_id, token).astype(jnp.int32)
     done = done | (token == eos_id)
+    written = written.at[:, t].set(token)
     next_logits, cache = _step(graphdef, params, encoder_segments, token, positions + t, cache)
-    return (params, next_logits, cache, done), (token, logits if return_logits else None)
+    return (params, next_logits, cache, done, written), (logits if return_logits else None)
 
-  _, (tokens, all_logits) = jax.lax.scan(
-      one_token, (params, logits, cache, jnp.zeros(batch, bool)), jnp.arange(max_new_tokens))
-  tokens = tokens.T
+  (*_, tokens), all_logits = jax.lax.scan(
+      one_token, (params, logits, cache, jnp.zeros(batch, bool),
+                  jnp.full((batch, max_new_tokens), pad_id, jnp.int32)),
+      jnp.arange(max_new_tokens))
   return (tokens, jnp.swapaxes(all_logits, 0, 1)) if return_logits else tokens
 
 

@@ -176,3 +176,41 @@ def test_encoder_fills_masks_with_ranked_candidates():
   assert ids.shape == probs.shape == (3, 7, 3)
   assert (np.diff(np.asarray(probs), axis=-1) <= 0).all()  # best first
   assert (np.asarray(probs).sum(-1) <= 1.0 + 1e-6).all()
+
+
+def _repeats_brute_force(row, t, n) -> set:
+  """Tokens that would complete at step t an n-gram already among row[:t]."""
+  last = tuple(row[t - n + 1:t]) if n > 1 else ()
+  return {row[j + n - 1] for j in range(0, t - n + 1) if tuple(row[j:j + n - 1]) == last}
+
+
+def test_banned_ngrams_are_exactly_the_repeats():
+  rng = np.random.default_rng(0)
+  written = rng.integers(0, 4, (6, 12)).astype(np.int32)  # few tokens: many repeats
+  logits = jnp.zeros((6, 4))
+  for n in (1, 2, 3):
+    for t in range(12):
+      banned = np.isinf(np.asarray(decoding.ban_repeated_ngrams(logits, written, t, n)))
+      for b in range(6):
+        expected = _repeats_brute_force(list(written[b]), t, n) if t >= n else set()
+        assert set(np.flatnonzero(banned[b])) == expected, (n, t, b)
+
+
+@pytest.mark.parametrize("case", ["decoder", "encoder_decoder_t5"])
+def test_no_repeat_ngram_decodes_greedily_until_a_bigram_would_repeat(case):
+  graphdef, params = _model(case, seed=1)
+  inputs, lengths = _prompts()
+  greedy = np.asarray(decoding.generate(graphdef, params, inputs, lengths, jax.random.key(0),
+                                        max_new_tokens=24, eos_id=-1))
+  banned = np.asarray(decoding.generate(graphdef, params, inputs, lengths, jax.random.key(0),
+                                        max_new_tokens=24, eos_id=-1, no_repeat_ngram=2))
+  first_repeats = []
+  for g, b in zip(greedy, banned):
+    bigrams = list(zip(b[:-1], b[1:]))
+    assert len(set(bigrams)) == len(bigrams), b
+    first = next((t for t in range(2, len(g)) if (g[t - 1], g[t]) in
+                  set(zip(g[:t - 1], g[1:t]))), len(g))
+    first_repeats.append(first)
+    np.testing.assert_array_equal(b[:first], g[:first])
+    assert first == len(g) or b[first] != g[first]
+  assert min(first_repeats) < 24  # the random models do repeat themselves greedily

@@ -115,6 +115,12 @@ def test_init_from_a_converted_directory_loads_matching_names(text_dir, data_dir
                                        r"so no layer would load; set "
                                        r"--config.model.scan_layers=False"):
     InitFrom.check(str(tmp_path / "converted"), Experiment(config).abstract_params)
+  # Rotary positions saved, a learned table wanted: the layers would load and misread positions.
+  config.model.scan_layers, config.model.position = False, "learned"
+  with pytest.raises(ValueError, match=r"encodes positions with no position parameters \(rotary "
+                                       r"or sinusoidal\) and this model with a learned position "
+                                       r"table; set --config.model.position"):
+    InitFrom.check(str(tmp_path / "converted"), Experiment(config).abstract_params)
 
 
 def _saved_params(workdir, step):

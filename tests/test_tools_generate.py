@@ -33,9 +33,15 @@ def _generate(name, runs, *args):
 
 def test_continues_prompts_and_prints_the_next_token_table(runs):
   result = _generate("gpt_tiny", runs, "--prompt=def f(x):", "--prompt=import",
-                     "--max_new_tokens=8", "--temperature=0.8", "--top_p=0.9")
+                     "--max_new_tokens=8", "--temperature=0.8", "--top_p=0.9",
+                     "--no_repeat_ngram=2")
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.count("output: ") == 2 and "prompt: def f(x):" in result.stdout
+  both = _generate("gpt_tiny", runs, "--prompt=import", "--beam_size=2", "--no_repeat_ngram=2")
+  assert both.returncode != 0
+  assert both.stderr.strip().splitlines()[-1] == (
+      "error: --no_repeat_ngram applies to greedy decoding and sampling, not to --beam_size; "
+      "drop one of them")
   table = _generate("gpt_tiny", runs, "--prompt=import", "--show_next_token_probs", "--top=5")
   assert table.returncode == 0, table.stderr[-3000:]
   probs = [float(p) for p in re.findall(r"\| (0\.\d{4}) \|", table.stdout)]

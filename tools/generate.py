@@ -43,6 +43,8 @@ def _define_flags():
   flags.DEFINE_float("top_p", 1.0, "Sample from the nucleus of this probability mass.")
   flags.DEFINE_integer("beam_size", 0, "Beam search with this many beams (0: off).")
   flags.DEFINE_float("length_penalty", 0.6, "Beam search's GNMT length penalty alpha.")
+  flags.DEFINE_integer("no_repeat_ngram", 0, "n: never write an n-gram twice (0: off; "
+                       "greedy and sampling).")
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
   flags.DEFINE_bool("show_next_token_probs", False, "Print the next-token table instead.")
   flags.DEFINE_integer("top", 10, "Rows of the next-token table, or candidates per mask.")
@@ -143,7 +145,8 @@ def run(cfg, graphdef, params, tok, prompts) -> list[str]:
   else:
     out = decoding.generate(graphdef, params, inputs, lengths, jax.random.key(FLAGS.seed),
                             max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature,
-                            top_k=FLAGS.top_k, top_p=FLAGS.top_p, **_special_ids(tok))
+                            top_k=FLAGS.top_k, top_p=FLAGS.top_p,
+                            no_repeat_ngram=FLAGS.no_repeat_ngram, **_special_ids(tok))
   for prompt, new in zip(prompts, np.asarray(out)):
     lines += [f"prompt: {_text(tok, prompt)}", f"output: {_text(tok, new)}"]
   return lines
@@ -163,6 +166,9 @@ def _text(tok, ids) -> str:
 def main(argv, config_flag):
   del argv
   try:
+    if FLAGS.beam_size and FLAGS.no_repeat_ngram:
+      raise ValueError("--no_repeat_ngram applies to greedy decoding and sampling, not to "
+                       "--beam_size; drop one of them")
     cfg, graphdef, params, tok = load(config_flag.value, FLAGS.workdir, FLAGS.triform_dir)
     texts = list(FLAGS.prompt)
     if FLAGS.prompt_file:

@@ -72,6 +72,7 @@ class InitFrom:
                          "this model; make config.model match the model it was trained as")
     loaded = tuple(sorted(set(saved) & set(wanted)))
     _check_layer_layout(init_from, set(saved) - set(wanted), set(wanted) - set(saved))
+    _check_positions(init_from, set(saved), set(wanted))
     if not loaded:
       raise ValueError(f"config.init_from={init_from!r} shares no parameter name with this "
                        "model; is it a run of the same family?")
@@ -128,6 +129,29 @@ def _check_layer_layout(init_from: str, left_out: set, new: set) -> None:
       f"them, so no layer would load; set --config.model.scan_layers={saved_scanned} (the same "
       f"model), or convert it {'without' if saved_scanned else 'with'} tools.convert_hf "
       "import's --scan_layers")
+
+
+# How a model's parameter names show its position encoding (model/positions.py).
+_POSITION_TABLES = {"positions/table": "a learned position table",
+                    "relative_bias/table": "T5's relative position bias"}
+
+
+def _position_kind(names: set) -> str:
+  """What the parameter `names` say of the position encoding: one of _POSITION_TABLES'
+  descriptions, or none (rotary, sinusoidal)."""
+  kinds = {kind for suffix, kind in _POSITION_TABLES.items()
+           if any(n == suffix or n.endswith("/" + suffix) for n in names)}
+  return " and ".join(sorted(kinds)) or "no position parameters (rotary or sinusoidal)"
+
+
+def _check_positions(init_from: str, saved: set, wanted: set) -> None:
+  """Raises a one-line ValueError if the saved model encodes positions otherwise than the new
+  one: every layer would load, yet read positions it was not trained with."""
+  saved_kind, new_kind = _position_kind(saved), _position_kind(wanted)
+  if saved_kind != new_kind:
+    raise ValueError(f"config.init_from={init_from!r} encodes positions with {saved_kind} and "
+                     f"this model with {new_kind}; set --config.model.position to the encoding "
+                     "it was trained with")
 
 
 def _prune(tree):

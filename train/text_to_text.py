@@ -9,9 +9,10 @@ positions, prefix and loss mask. Inputs are cut to data.seq_len tokens with thei
 specials, targets to task.target_len.
 
 Evaluation: teacher-forced loss and token accuracy at every evaluation; at the end, greedy
-decoding with the key/value cache over the validation examples, scored by exact match,
-BLEU, chrF and ROUGE-L (train/text_metrics.py), beside two trivial baselines: copying the
-input, and the training split's most common target. The loss's trivial baseline is the
+decoding with the key/value cache over the validation examples (with task.no_repeat_ngram,
+never writing an n-gram twice), scored by exact match, BLEU, chrF and ROUGE-L
+(train/text_metrics.py), beside two trivial baselines: copying the input, and the training
+split's most common target. The loss's trivial baseline is the
 training targets' unigram frequencies (`unigram_loss` in the summary).
 """
 import collections
@@ -144,8 +145,9 @@ class TextToText(example_task.ExampleTask):
   # ---------------------------------------------------------------- generation
   def generate(self, graphdef, params, tok: tokenizer.Tokenizer, examples: list[dict]
                ) -> list[str]:
-    """Greedy outputs for `examples`, decoded with the key/value cache in batches of
-    config.train.batch_size (the last one filled with copies, so one compile serves all)."""
+    """Greedy outputs for `examples` (never repeating an n-gram if task.no_repeat_ngram is
+    n), decoded with the key/value cache in batches of config.train.batch_size (the last
+    one filled with copies, so one compile serves all)."""
     size, outputs = self.config.train.batch_size, []
     prompts = [self.prompt(e, tok) for e in examples]
     width = max(len(p) for p in prompts)
@@ -159,7 +161,8 @@ class TextToText(example_task.ExampleTask):
       out = np.asarray(decoding.generate(
           graphdef, params, jnp.asarray(inputs), jnp.asarray(lengths), jax.random.key(0),
           max_new_tokens=self.config.task.target_len, eos_id=tok.eos_id, pad_id=tok.pad_id,
-          prompt_prefix=self.bidirectional_prefix))
+          prompt_prefix=self.bidirectional_prefix,
+          no_repeat_ngram=self.config.task.no_repeat_ngram))
       for row in out[:len(prompts) - start]:
         ends = np.flatnonzero(row == tok.eos_id)
         outputs.append(tok.decode(row[:ends[0]] if len(ends) else row))
