@@ -12,8 +12,8 @@ Evaluation: teacher-forced loss and token accuracy at every evaluation; at the e
 decoding with the key/value cache over the validation examples (with task.no_repeat_ngram,
 never writing an n-gram twice), scored by exact match, BLEU, chrF and ROUGE-L
 (train/text_metrics.py), beside two trivial baselines: copying the input, and the training
-split's most common target. The loss's trivial baseline is the
-training targets' unigram frequencies (`unigram_loss` in the summary).
+split's most common target. The loss's trivial baseline is the training targets' unigram
+frequencies (`unigram_loss` in the summary).
 """
 import collections
 import math
