@@ -8,7 +8,7 @@ import pytest
 
 from configs import common
 from tests.conftest import tiny_config
-from train import task_data, text_metrics, trainer, unigram
+from train import corpus, task_data, text_metrics, trainer, unigram
 from train.experiment import Experiment
 
 
@@ -70,7 +70,8 @@ def test_packed_rows_hold_whole_examples_each_with_its_own_mask(built, text_dir,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["gpt_tiny", "t5_tiny"])
-def test_text_to_text_trains_and_scores_its_greedy_outputs(text_dir, data_dir, tmp_path, name):
+def test_text_to_text_trains_and_scores_its_greedy_outputs(built, text_dir, data_dir, tmp_path,
+                                                          name):
   config = _config(text_dir, data_dir, name)
   config.train.num_steps, config.train.eval_every = 4, 4
   config.task.generate_examples = 5  # all of them among the summary's samples
@@ -80,13 +81,36 @@ def test_text_to_text_trains_and_scores_its_greedy_outputs(text_dir, data_dir, t
   samples = summary["samples"]
   assert summary["generated_examples"] == len(samples) == 5
   expected = text_metrics.scores([s["output"] for s in samples], [s["target"] for s in samples])
+  # The baseline that copies the input's last line, cut to the target's room as a reference is.
+  tok = built[2]
+  last_lines = [tok.decode(tok.encode(s["input"].rstrip().split("\n")[-1].strip())[:7])
+                for s in samples]
+  copied = text_metrics.scores(last_lines, [s["target"] for s in samples])
   for metric in text_metrics.METRICS:
     assert summary[metric] == pytest.approx(expected[metric], rel=1e-12)
+    assert summary[f"last_line_{metric}"] == pytest.approx(copied[metric], rel=1e-12)
     assert 0 <= summary[f"copy_{metric}"] <= 100
   assert summary["final_loss"] < summary["initial_loss"]
   assert 0 < summary["unigram_loss"] < summary["initial_loss"]
   validation = task_data.load_pairs("stdlib_function_name")["validation"]
   assert [s["input"] for s in samples] == [e["input"] for e in validation[:5]]
+
+
+def test_next_line_examples_continue_functions_of_files_pretraining_never_read():
+  """Each example is a function's signature and first code lines, and its next non-blank
+  line; validation functions come only from the files the corpus holds out (its default 5%)."""
+  seen = {split: set() for split in task_data.SPLITS}
+  for function in task_data._functions(""):
+    code = function.rest.split("\n")
+    split = ("validation" if corpus.is_validation(function.module, 5) else "train")
+    seen[split].update(("\n".join([function.head, *code[:k]]), code[k].strip())
+                       for k in range(min(len(code), 6)) if code[k].strip())
+  examples = task_data.load_pairs("stdlib_next_line")
+  assert len(examples["validation"]) >= 300 and len(examples["train"]) >= 2000
+  for split, pairs in examples.items():
+    assert len({e["input"] for e in pairs}) > 0.9 * len(pairs)  # one line per function
+    for e in pairs:
+      assert (e["input"], e["target"]) in seen[split], e
 
 
 def test_text_metrics_are_those_of_sacrebleu_and_rouge_score():

@@ -6,9 +6,11 @@
     function comes from), `stdlib_same_module` (whether two functions come from the same
     module) and `stdlib_swapped_lines` (whether a function reads as written or has two
     neighbouring lines swapped). Text to text (BUILTIN_PAIRS): `stdlib_function_name` (a
-    function's name from its body) and `stdlib_docstring_body` (a function's body from its
-    signature and docstring, as a prompt and its completion); a classification task is
-    text to text too, its class name the target (as the T5 paper casts classification);
+    function's name from its body), `stdlib_docstring_body` (a function's body from its
+    signature and docstring, as a prompt and its completion) and `stdlib_next_line` (a
+    function's next line of code from its signature and first lines); a classification
+    task is text to text too, its class name the target (as the T5 paper casts
+    classification);
   - local files, `PATH` with `{split}` in it (train, validation): JSONL, or TSV with a
     header, holding "text" (and "text_b" for pairs) and "label" for classification, and
     "input" and "target" (or "prompt" and "completion") for text to text;
@@ -32,7 +34,7 @@ import textwrap
 
 import tensorflow_datasets as tfds
 
-from train import sources
+from train import corpus, sources
 
 SPLITS = ("train", "validation")
 # Packages of the built-in classification task: large enough to learn from, different in
@@ -40,11 +42,20 @@ SPLITS = ("train", "validation")
 STDLIB_PACKAGES = ("asyncio", "email", "unittest", "xml", "http", "multiprocessing")
 _PER_CLASS = 400  # functions per package at most, so no package swamps the others
 _MIN_LINES = 3
+_CONTEXT_LINES = 5  # code lines a next-line input holds at most, below the signature
+_NEXT_LINE_EXAMPLES = {"train": 4000, "validation": 600}
+_CORPUS_VALIDATION_PERCENT = 5  # config.data.validation_percent's default
+_SKIPPED = ("__pycache__", "site-packages", "dist-packages")  # directories no task reads
+
+
+def _hash(key: str) -> int:
+  """A number drawn from `key`, the same on every machine."""
+  return int(hashlib.sha256(key.encode()).hexdigest(), 16)
 
 
 def _split_of(key: str, validation_percent: int = 20) -> str:
   """The split of an example, stable across machines (by a hash of `key`)."""
-  bucket = int(hashlib.sha256(key.encode()).hexdigest(), 16) % 100
+  bucket = _hash(key) % 100
   return "validation" if bucket < validation_percent else "train"
 
 
@@ -56,11 +67,11 @@ Function = collections.namedtuple("Function", "module text name head docstring r
 
 @functools.lru_cache(maxsize=None)
 def _functions(package: str) -> tuple:
-  """Every function (Function) of `package` of at least _MIN_LINES lines, its tests
-  excluded, in a fixed order."""
+  """Every function (Function) of `package` ("": the whole standard library) of at least
+  _MIN_LINES lines, tests and site-packages excluded, in a fixed order."""
   root, found = sysconfig.get_paths()["stdlib"], []
-  for directory, subdirs, files in sorted(os.walk(os.path.join(root, package))):
-    subdirs[:] = sorted(d for d in subdirs if not d.startswith("test") and d != "__pycache__")
+  for directory, subdirs, files in os.walk(os.path.join(root, package)):
+    subdirs[:] = sorted(d for d in subdirs if not d.startswith("test") and d not in _SKIPPED)
     for name in sorted(f for f in files if f.endswith(".py") and not f.startswith("test")):
       path = os.path.join(directory, name)
       with open(path, encoding="utf-8", errors="replace") as f:
@@ -116,7 +127,7 @@ def _stdlib_swapped_lines(split: str) -> list[dict]:
   for package in STDLIB_PACKAGES:
     functions = [f.text for f in _functions(package) if _split_of(f.text) == split]
     for text in functions[:_PER_CLASS]:
-      draw = int(hashlib.sha256(("swap:" + text).encode()).hexdigest(), 16)
+      draw = _hash("swap:" + text)
       lines = text.split("\n")
       # Neighbours i, i + 1 that differ, among the first six lines.
       swappable = [i for i in range(min(len(lines), 6) - 1) if lines[i] != lines[i + 1]]
@@ -152,6 +163,29 @@ def _docstring_body(function: Function) -> dict | None:
   return {"input": function.head + "\n" + function.docstring + "\n", "target": function.rest}
 
 
+def _stdlib_next_line(split: str) -> list[dict]:
+  """Line-level code completion, as in CodeXGLUE (Lu et al. 2021): a function's signature
+  and its first code lines (docstring left out) in, the next non-blank line out, stripped.
+  The line is drawn from a hash of the function among its first _CONTEXT_LINES + 1 code
+  lines. Functions of the whole standard library, split as the built-in corpus splits its
+  files by default (train/corpus.py, 5%), so that no validation function was read in
+  pretraining on that corpus; at most _NEXT_LINE_EXAMPLES of each split."""
+  examples = []
+  for function in _functions(""):
+    if corpus.is_validation(function.module, _CORPUS_VALIDATION_PERCENT) != (
+        split == "validation"):
+      continue
+    code = function.rest.split("\n")
+    lines = [k for k in range(min(len(code), _CONTEXT_LINES + 1)) if code[k].strip()]
+    if not lines:
+      continue
+    k = lines[_hash(f"next:{function.module}:{function.text}") % len(lines)]
+    examples.append((_hash(function.text), {
+        "input": "\n".join([function.head, *code[:k]]), "target": code[k].strip()}))
+  return [example for _, example in sorted(examples, key=lambda e: e[0])][
+      :_NEXT_LINE_EXAMPLES[split]]
+
+
 # name -> (class names, examples of a split, whether examples are pairs)
 BUILTIN = {
     "stdlib_package": (STDLIB_PACKAGES, _stdlib_package, False),
@@ -162,6 +196,7 @@ BUILTIN = {
 BUILTIN_PAIRS = {
     "stdlib_function_name": lambda split: _stdlib_pairs(split, _function_name),
     "stdlib_docstring_body": lambda split: _stdlib_pairs(split, _docstring_body),
+    "stdlib_next_line": _stdlib_next_line,
 }
 # The field names a text-to-text file may use: (input, target) or (prompt, completion).
 PAIR_FIELDS = (("input", "target"), ("prompt", "completion"))

@@ -11,9 +11,9 @@ specials, targets to task.target_len.
 Evaluation: teacher-forced loss and token accuracy at every evaluation; at the end, greedy
 decoding with the key/value cache over the validation examples (with task.no_repeat_ngram,
 never writing an n-gram twice), scored by exact match, BLEU, chrF and ROUGE-L
-(train/text_metrics.py), beside two trivial baselines: copying the input, and the training
-split's most common target. The loss's trivial baseline is the training targets' unigram
-frequencies (`unigram_loss` in the summary).
+(train/text_metrics.py), beside three trivial baselines: copying the input, copying its
+last line, and the training split's most common target. The loss's trivial baseline is the
+training targets' unigram frequencies (`unigram_loss` in the summary).
 """
 import collections
 import math
@@ -201,9 +201,11 @@ class TextToText(example_task.ExampleTask):
       params = multihost_utils.process_allgather(params, tiled=True)
       predictions = self.generate(graphdef, params, tok, examples)
     common = collections.Counter(e["target"] for e in self.examples("train")).most_common(1)
+    as_target = lambda text: tok.decode(self._ids({"input": "", "target": text}, tok)[1])
     baselines = {"copy": [tok.decode(self._ids(e, tok)[0]) for e in examples],
-                 "common": [tok.decode(self._ids({"input": "", "target": common[0][0]}, tok)[1])
-                            ] * len(examples)}
+                 "last_line": [as_target(e["input"].rstrip().split("\n")[-1].strip())
+                               for e in examples],
+                 "common": [as_target(common[0][0])] * len(examples)}
     metrics = text_metrics.scores(predictions, references)
     for name, guesses in baselines.items():
       metrics.update({f"{name}_{k}": v for k, v in
