@@ -163,6 +163,9 @@ def _declared() -> ml_collections.ConfigDict:
   c.model.use_bias = True  # biases in attention, MLP and the MLM head (T5 has none)
   c.model.tie_embeddings = True  # output projection = input embedding
   c.model.scale_attention = True  # 1/sqrt(head_dim) on logits; T5 folds it into the init
+  # RMS-normalise each head's queries and keys (learned scale per head_dim) before the
+  # scores, bounding them (ViT-22B; OLMo 2). Needs scale_attention; no HF export.
+  c.model.qk_norm = False
   # normal: every matrix N(0, 0.02) (GPT-2, BERT); t5: embeddings N(0, 1), kernels
   # N(0, 1/sqrt(fan-in)) (Mesh TF's T5; what a tied, output-rescaled T5 needs). model/init.py
   c.model.init = "normal"

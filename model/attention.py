@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from model import lora
-from model.layers import INIT, add_bias, maybe_bias, param
+from model.layers import INIT, RMSNorm, add_bias, maybe_bias, param
 from model.positions import apply_rotary
 
 
@@ -119,12 +119,16 @@ def attend_causal_blocks(kernel, q: jax.Array, k: jax.Array, v: jax.Array, mask:
 class Attention(nnx.Module):
   """Queries [D, N, H]; keys and values [D, K, H] with K dividing N; output [N, H, D].
 
-  K = N is multi-head, K = 1 multi-query, anything between grouped-query.
+  K = N is multi-head, K = 1 multi-query, anything between grouped-query. With `qk_norm`,
+  each head's query and key are RMS-normalised over H (one learned scale [H] each, shared
+  by the heads) before rotary positions, so no score exceeds max|scale_q| max|scale_k|
+  sqrt(H) (ViT-22B, Dehghani et al. 2023, normalises them against growing scores).
   """
 
   def __init__(self, dim: int, num_heads: int, num_kv_heads: int, head_dim: int, *,
                use_bias: bool, scale: bool, dtype, param_dtype, rngs: nnx.Rngs,
-               implementation: str = "einsum", lora_cfg=None):
+               implementation: str = "einsum", lora_cfg=None, qk_norm: bool = False,
+               norm_eps: float = 1e-6):
     if num_heads % num_kv_heads:
       raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
     self.dtype = dtype
@@ -145,6 +149,9 @@ class Attention(nnx.Module):
     self.value_bias = maybe_bias(use_bias, rngs, (num_kv_heads, head_dim), kv_axes[1:],
                                  param_dtype)
     self.out_bias = maybe_bias(use_bias, rngs, (dim,), ("embed",), param_dtype)
+    norm = lambda: RMSNorm(head_dim, eps=norm_eps, dtype=dtype, param_dtype=param_dtype,
+                           rngs=rngs, axis="head_dim")
+    self.query_norm, self.key_norm = (norm(), norm()) if qk_norm else (None, None)
     # LoRA adapters of the kernels lora_cfg targets (model/lora.py); None elsewhere.
     self.query_lora = lora.maybe("query", (dim,), (num_heads, head_dim), q_axes[:1], q_axes[1:],
                                  lora_cfg, rngs)
@@ -161,7 +168,10 @@ class Attention(nnx.Module):
     cast = lambda w: w[...].astype(self.dtype)
     k = add_bias(jnp.einsum("BSD,DKH->BSKH", kv, cast(self.key)), self.key_bias)
     v = add_bias(jnp.einsum("BSD,DKH->BSKH", kv, cast(self.value)), self.value_bias)
-    return lora.apply(self.key_lora, kv, k, rngs), lora.apply(self.value_lora, kv, v, rngs)
+    k = lora.apply(self.key_lora, kv, k, rngs)
+    if self.key_norm is not None:
+      k = self.key_norm(k)
+    return k, lora.apply(self.value_lora, kv, v, rngs)
 
   def __call__(self, x: jax.Array, kv: jax.Array | None, mask: jax.Array, *,
                projected_kv: tuple[jax.Array, jax.Array] | None = None, bias=None,
@@ -186,6 +196,8 @@ class Attention(nnx.Module):
     # [B, T, D] -> [B, T, N, H]; [B, S, D] -> [B, S, K, H]
     q = add_bias(jnp.einsum("BTD,DNH->BTNH", x, cast(self.query)), self.query_bias)
     q = lora.apply(self.query_lora, x, q, rngs)
+    if self.query_norm is not None:
+      q = self.query_norm(q)
     k, v = self.project_kv(kv, rngs) if projected_kv is None else projected_kv
     if rotary_positions is not None:
       q = apply_rotary(q, rotary_positions[0], rotary_base)

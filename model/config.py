@@ -45,6 +45,7 @@ class ModelConfig:
   use_bias: bool = True
   tie_embeddings: bool = True
   scale_attention: bool = True
+  qk_norm: bool = False
   init: str = "normal"
   num_token_types: int = 0
   dropout_rate: float = 0.0
@@ -110,6 +111,9 @@ def check(cfg: ModelConfig, families) -> None:
   if cfg.num_heads % cfg.kv_heads:
     fail("num_kv_heads", f"must divide config.model.num_heads={cfg.num_heads} "
          "(num_heads for multi-head, 1 for multi-query)")
+  if cfg.qk_norm and not cfg.scale_attention:
+    fail("qk_norm", "needs config.model.scale_attention=True: normalised queries and keys "
+         "carry no initialisation scale to fold 1/sqrt(head_dim) into")
   if cfg.position == "rotary" and cfg.head_dim % 2:
     fail("head_dim", "must be even for rotary positions")
   if cfg.position == "sinusoidal" and cfg.embed_dim % 2:

@@ -135,16 +135,20 @@ class LayerNorm(nnx.Module):
 
 
 class RMSNorm(nnx.Module):
-  """Scale by the root mean square, no centring and no bias (T5, LLaMA), in float32."""
+  """Scale by the root mean square, no centring and no bias (T5, LLaMA), in float32.
+
+  `axis` is the logical axis of the normalised dimension: "embed" for the residual stream,
+  "head_dim" for queries and keys (model/attention.py).
+  """
 
   def __init__(self, dim: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs,
-               grad_barrier: bool = False):
+               grad_barrier: bool = False, axis: str = "embed"):
     self.dtype, self.eps = dtype, eps
     self.grad_barrier = grad_barrier
-    self.scale = param(rngs, nnx.initializers.ones, (dim,), ("embed",), param_dtype)
+    self.scale = param(rngs, nnx.initializers.ones, (dim,), (axis,), param_dtype)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    # [B, T, D] -> [B, T, D]
+    # [..., D] -> [..., D]
     x32 = (gradient_barrier(x) if self.grad_barrier else x).astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
     return (y * self.scale[...]).astype(self.dtype)

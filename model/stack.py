@@ -48,7 +48,8 @@ def make_norm(cfg, rngs: nnx.Rngs) -> nnx.Module:
 def make_attention(cfg, rngs: nnx.Rngs) -> Attention:
   return Attention(cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim,
                    use_bias=cfg.use_bias, scale=cfg.scale_attention, rngs=rngs,
-                   implementation=cfg.attention, lora_cfg=cfg, **dtypes(cfg))
+                   implementation=cfg.attention, lora_cfg=cfg, qk_norm=cfg.qk_norm,
+                   norm_eps=cfg.norm_eps, **dtypes(cfg))
 
 
 class Block(nnx.Module):

@@ -84,6 +84,8 @@ def test_a_field_out_of_range_fails_before_the_mesh_is_built(path, value, messag
     ({"train.microbatches": 3}, "config.train.microbatches=3 must divide each of the 1 batch shards"),
     ({"model.position": "learned", "data.seq_len": 512},
      "config.model.max_length=128 is shorter than config.data.seq_len=512"),
+    ({"model.qk_norm": True, "model.scale_attention": False},
+     "config.model.qk_norm=True needs config.model.scale_attention=True"),
     ({"data.data_dir": "gs://bucket/data"},
      "config.data.data_dir='gs://bucket/data': a URL cannot hold the built corpora"),
 ])

@@ -349,6 +349,10 @@ def test_export_refuses_what_the_architecture_cannot_hold(tmp_path):
   with pytest.raises(ValueError, match="config.model.position='rotary' cannot be exported to "
                      "GPT2LMHeadModel"):
     convert_hf.hf_config(model_config(c))
+  c.model.position, c.model.qk_norm = "learned", True
+  with pytest.raises(ValueError, match="config.model.qk_norm=True cannot be exported to "
+                     "GPT2LMHeadModel"):
+    convert_hf.hf_config(model_config(c))
 
 
 def test_cli_import_and_export(hf, tmp_path, capsys):

@@ -17,6 +17,8 @@ CASES = {
     "encoder_decoder_t5": dict(family="encoder_decoder", position="relative", norm="rmsnorm",
                                relative_buckets=8, relative_max_distance=16, use_bias=False),
     "encoder_decoder_scan": dict(family="encoder_decoder", scan_layers=True),
+    # Normalised keys in the self-attention cache and the cross-attention's projected keys.
+    "encoder_decoder_qk_norm": dict(family="encoder_decoder", position="rotary", qk_norm=True),
 }
 # Cached and recomputed logits differ only in the order XLA sums the same products.
 LOGIT_TOL = 1e-5

@@ -29,6 +29,7 @@ VARIANTS = {
     "multi_query": dict(num_kv_heads=1),
     "grouped_query": dict(num_kv_heads=2),
     "untied_no_bias": dict(tie_embeddings=False, use_bias=False, scale_attention=False),
+    "qk_norm": dict(qk_norm=True),
     "scan_remat": dict(scan_layers=True, remat="full"),
     "causal_blocks": dict(causal_block=6),  # rows of 20-24: blocks of 6, the last shorter
     "bfloat16": dict(dtype="bfloat16"),
@@ -101,6 +102,25 @@ def test_causal_where_it_must_be(family, variant):
     model_changed_decoder_only = _decoder_only_change(model, tokens, changed)
     np.testing.assert_array_equal(*[x[:12] for x in model_changed_decoder_only])
   assert not np.allclose(before[12:], after[12:])
+
+
+def test_qk_norm_makes_the_model_blind_to_the_scale_of_its_queries_and_keys():
+  """Normalised queries and keys: every query and key kernel times 30 changes no logit;
+  without the norm it does."""
+  row = np.arange(10, 30)
+  for qk_norm in (True, False):
+    # eps 1e-12: the norms' epsilon is the one term that does not scale with the kernels.
+    cfg = make_cfg("decoder", qk_norm=qk_norm, use_bias=False, norm_eps=1e-12)
+    model = build_model(cfg, seed=3)
+    before = run(model, row, np.arange(20), np.ones(20, int))
+    for layer in model.stack.layers:
+      for kernel in (layer.self_attn.query, layer.self_attn.key):
+        kernel.value = kernel.value * 30.0
+    after = run(model, row, np.arange(20), np.ones(20, int))
+    if qk_norm:  # the same products in the same order, up to rounding of O(1) values
+      np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+    else:
+      assert np.abs(after - before).max() > 1e-2
 
 
 def _decoder_only_change(model, tokens, changed):

@@ -127,7 +127,8 @@ class Architecture(abc.ABC):
 
   def export_needs(self, cfg: ModelConfig) -> dict:
     """config.model field -> the value (or tuple of values) an export needs it to have."""
-    needs = dict(self.export_fixed, activation=tuple(self.export_activations))
+    # None of the exported architectures normalises its queries and keys.
+    needs = dict(self.export_fixed, activation=tuple(self.export_activations), qk_norm=False)
     if cfg.kv_heads != cfg.num_heads:
       needs["num_kv_heads"] = (0, cfg.num_heads)
     if not self.own_head_dim and cfg.num_heads * cfg.head_dim != cfg.embed_dim:
