@@ -122,7 +122,9 @@ def _declared() -> ml_collections.ConfigDict:
   # `python -m tools.convert_hf import`: parameters matching by name and shape load from it,
   # the rest start fresh. "": from scratch. A resumed run never reloads it.
   c.init_from = ""
-  c.objective = "causal_lm"  # causal_lm | prefix_lm | mlm | span_corruption (fit model.family)
+  # causal_lm | prefix_lm | mlm | span_corruption (fit model.family); mlm on an
+  # encoder-decoder: the corrupted row in, the whole original out (T5's "BERT-style")
+  c.objective = "causal_lm"
   # How a decoder reads the part of a row it is given (a prefix LM's prefix, span corruption's
   # inputs): "bidirectional" (the T5 paper's prefix LM) or "causal" (its decoder-only LM).
   c.decoder_prefix = "bidirectional"

@@ -57,7 +57,7 @@ def test_every_family_has_objectives_and_every_objective_names_real_families():
 @pytest.mark.parametrize("objective, family", [("causal_lm", "decoder"), ("causal_lm", "lstm"),
                                                ("prefix_lm", "decoder"),
                                                ("prefix_lm", "encoder_decoder"),
-                                               ("mlm", "encoder"),
+                                               ("mlm", "encoder"), ("mlm", "encoder_decoder"),
                                                ("span_corruption", "encoder_decoder"),
                                                ("span_corruption", "decoder")])
 def test_example_shapes_are_what_the_objective_makes(built, objective, family):
@@ -122,6 +122,26 @@ def test_mlm_scores_only_selected_text_tokens_of_each_segment(built):
   assert scored.sum() == round(0.15 * text.sum()) and not (scored & ~text).any()
   np.testing.assert_array_equal(out["inputs"][~scored], row["targets"][~scored])
   np.testing.assert_array_equal(out["targets"], row["targets"])
+
+
+def test_encoder_decoder_mlm_writes_the_whole_row_from_the_encoders_corrupted_one(built):
+  """The T5 paper's BERT-style denoising: the encoder reads what an encoder's MLM example
+  reads (the same draws), the decoder writes the original tokens, every one scored."""
+  tok, row = _raw_row(built, 63)
+  row["targets_segment_ids"][40:] = 2
+  row["targets_segment_ids"][55:] = 0
+  row["targets"][55:] = 0
+  objective = objectives.make(_config("mlm", "encoder_decoder", 64), tok)
+  assert objective.raw_length == 63 and objective.lengths == (64, 64)
+  assert objective.max_scored == 0
+  out = objective(row, np.random.default_rng(4))
+  encoder = objectives.make(_config("mlm", "encoder", 63), tok)(row, np.random.default_rng(4))
+  eos = TRAINED.eos_id
+  np.testing.assert_array_equal(out["encoder_inputs"], np.r_[encoder["inputs"][:55], eos, [0] * 8])
+  np.testing.assert_array_equal(out["targets"], np.r_[row["targets"][:55], eos, [0] * 8])
+  np.testing.assert_array_equal(out["weights"], np.arange(64) < 56)
+  np.testing.assert_array_equal(out["inputs"][:56], np.r_[0, out["targets"][:55]])
+  assert (out["encoder_inputs"][:55] != row["targets"][:55]).sum() > 0
 
 
 @pytest.mark.parametrize("family", ["decoder", "encoder_decoder"])

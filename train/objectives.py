@@ -122,14 +122,20 @@ class CausalLM(Objective):
 
 @dataclasses.dataclass(frozen=True)
 class MaskedLM(Objective):
-  """BERT: select `rate` of the text tokens, corrupt them 80/10/10, predict them."""
+  """BERT: select `rate` of the text tokens, corrupt them 80/10/10, predict them.
+
+  An encoder-decoder (`encoded`) reads the corrupted row, documents and all, in its encoder
+  and writes the whole original row from its decoder: the T5 paper's "BERT-style"
+  denoising objective (Raffel et al. 2020, section 3.3.1), where every target is scored.
+  """
   seq_len: int
   rate: float
   vocab_size: int
   word_starts: np.ndarray | None  # [V] bool, for whole-word masking
   specials: Specials
+  encoded: bool = False  # an encoder-decoder's example: corrupted in, original out
   NAME = "mlm"
-  FAMILIES = ("encoder",)
+  FAMILIES = ("encoder", "encoder_decoder")
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "MaskedLM":
@@ -139,12 +145,24 @@ class MaskedLM(Objective):
     if specials.mask_id is None:
       raise ValueError(f"config.data.tokenizer={config.data.tokenizer!r} has no mask token; "
                        "config.objective='mlm' needs one (use a BERT tokenizer or 'train')")
-    return cls(config.data.seq_len, n.mlm_rate, config.data.vocab_size, starts, specials)
+    encoded = "encoder_inputs" in FAMILIES[config.model.family].INPUTS
+    return cls(config.data.seq_len, n.mlm_rate, config.data.vocab_size, starts, specials,
+               encoded)
+
+  @property
+  def raw_length(self) -> int:
+    # An encoder-decoder appends EOS to the corrupted and to the original row.
+    return self.seq_len - 1 if self.encoded else self.seq_len
+
+  @property
+  def lengths(self) -> tuple[int, int]:
+    return self.seq_len, self.seq_len if self.encoded else 0
 
   @property
   def max_scored(self) -> int:
-    """Most positions a row can have selected (noise.mlm_mask selects round(rate * n) of n <= T)."""
-    return int(round(self.rate * self.seq_len))
+    """Most positions a row can have selected (noise.mlm_mask selects round(rate * n) of n <= T);
+    an encoder-decoder scores every target (0)."""
+    return 0 if self.encoded else int(round(self.rate * self.seq_len))
 
   def __call__(self, row: dict, rng: np.random.Generator) -> dict:
     # [T] each
@@ -159,10 +177,18 @@ class MaskedLM(Objective):
                                       mask_id=self.specials.mask_id,
                                       random_ids=(first_text, end_text),
                                       word_starts=starts)
+    if self.encoded:
+      real, eos = segment_ids > 0, self.specials.eos_id
+      return encoder_decoder_example(np.append(inputs[real], eos), np.append(tokens[real], eos),
+                                      self.seq_len, self.seq_len, self.specials.pad_id,
+                                      scored=real.any())
     return {"inputs": inputs, "targets": tokens, "positions": row["targets_positions"],
             "segment_ids": segment_ids, "weights": selected.astype(np.float32)}
 
   def describe_scored(self, seed: int) -> str:
+    if self.encoded:
+      return (f"every token of the original row and its EOS, written from the row with "
+              f"{self.rate:.0%} of its text tokens corrupted, " + _EVAL_SEED.format(seed=seed))
     return f"the masked-LM targets, {self.rate:.0%} of the text tokens, " + _EVAL_SEED.format(
         seed=seed)
 
@@ -334,7 +360,8 @@ def specials_of(config: ml_collections.ConfigDict, tokenizer: Tokenizer | None) 
       config.data.vocab_size)
 
 
-OBJECTIVES = {o.NAME: o for o in (CausalLM, MaskedLM, SpanCorruption, PrefixLM)}
+# A family's first fitting objective is its default: GPT's, T5's, BERT's.
+OBJECTIVES = {o.NAME: o for o in (CausalLM, SpanCorruption, PrefixLM, MaskedLM)}
 
 
 def fitting(family: str) -> tuple[str, ...]:
