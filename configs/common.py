@@ -156,7 +156,7 @@ def _declared() -> ml_collections.ConfigDict:
   # fused and so recomputed it; docs/performance.md). Same numbers either way.
   c.model.norm_grad_barrier = True
   # einsum: plain einsums, fastest on CPU and TPU (docs/performance.md); jax_nn:
-  # jax.nn.dot_product_attention, which on NVIDIA GPUs can use cuDNN's fused kernel.
+  # jax.nn.dot_product_attention's XLA kernel; cudnn: its cuDNN fused kernel (NVIDIA GPUs).
   c.model.attention = "einsum"
   # Causal self-attention (no prefix) runs this many queries at a time over only the keys
   # they can see, skipping the masked upper blocks: about half the score work on long rows

@@ -131,6 +131,9 @@ class Attention(nnx.Module):
                norm_eps: float = 1e-6):
     if num_heads % num_kv_heads:
       raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
+    if implementation == "cudnn" and jax.default_backend() != "gpu":
+      raise ValueError(f"config.model.attention='cudnn' needs an NVIDIA GPU, and JAX runs on "
+                       f"{jax.default_backend()!r}; use 'einsum' or 'jax_nn'")
     self.dtype = dtype
     self.implementation = implementation
     # True: each call sows its weights [B, N, T, S] as nnx.Intermediate "weights"
@@ -209,9 +212,11 @@ class Attention(nnx.Module):
     # Grouped heads are handled inside: N query heads share K key/value heads.
     if self.implementation == "einsum":
       kernel = lambda q, k, v, mask, bias: attend(q, k, v, mask, bias, self.scale)
-    else:  # jax.nn's, which takes cuDNN's fused kernel on NVIDIA GPUs where it applies
+    else:  # jax.nn's: XLA's own (jax_nn) or cuDNN's fused kernel (cudnn)
+      fused = "cudnn" if self.implementation == "cudnn" else None
       kernel = lambda q, k, v, mask, bias: jax.nn.dot_product_attention(
-          q, k, v, None if bias is None else bias.astype(q.dtype), mask, scale=self.scale)
+          q, k, v, None if bias is None else bias.astype(q.dtype), mask, scale=self.scale,
+          implementation=fused)
     # [B, T, N, H]
     if causal_block and cache is None:
       out = attend_causal_blocks(kernel, q, k, v, mask, bias, causal_block)

@@ -15,7 +15,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 REMOVED = {"pooler": False}
 CHOICES = {"position": POSITIONS, "norm": tuple(NORMS), "norm_position": ("pre", "post"),
            "activation": tuple(ACTIVATIONS), "remat": tuple(REMAT_POLICIES), "dtype": DTYPES,
-           "param_dtype": DTYPES, "attention": ("einsum", "jax_nn"), "init": INIT_SCHEMES}
+           "param_dtype": DTYPES, "attention": ("einsum", "jax_nn", "cudnn"), "init": INIT_SCHEMES}
 
 
 @dataclasses.dataclass(frozen=True)

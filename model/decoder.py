@@ -14,6 +14,8 @@ VARIANTS = {
                  max_length=128, activation="gelu_tanh"),
     "small": dict(num_layers=12, embed_dim=768, num_heads=12, head_dim=64, mlp_dim=3072,
                   max_length=1024, activation="gelu_tanh", norm_eps=1e-5, vocab_size=50257),
+    "medium": dict(num_layers=24, embed_dim=1024, num_heads=16, head_dim=64, mlp_dim=4096,
+                   max_length=1024, activation="gelu_tanh", norm_eps=1e-5, vocab_size=50257),
 }
 
 

@@ -15,8 +15,8 @@ CONFIG_FILES = sorted(os.path.relpath(p, os.path.join(ROOT, "configs"))[:-3].rep
                       if not p.endswith(("__init__.py", "common.py", "fields.py")))
 # Parameter counts of the published models as HF `transformers` builds them
 # (tests/test_convert_hf.py checks each against transformers itself).
-PUBLISHED = {"bert_base": 109_514_298, "gpt_small": 124_439_808, "t5_base": 222_903_552,
-             "t5_1_1_base": 247_577_856}
+PUBLISHED = {"bert_base": 109_514_298, "gpt_small": 124_439_808, "gpt_medium": 354_823_168,
+             "t5_base": 222_903_552, "t5_1_1_base": 247_577_856}
 
 
 def load(name):

@@ -310,6 +310,8 @@ def test_count_params_matches_hf_published_sizes():
        encoder.VARIANTS["base"], 109_514_298),
       (transformers.GPT2LMHeadModel, transformers.GPT2Config(), False, "decoder",
        decoder.VARIANTS["small"], 124_439_808),
+      (transformers.GPT2LMHeadModel, transformers.GPT2Config(n_embd=1024, n_layer=24, n_head=16),
+       False, "decoder", decoder.VARIANTS["medium"], 354_823_168),
       (transformers.T5ForConditionalGeneration, transformers.T5Config(**t5_base), False,
        "encoder_decoder", encoder_decoder.VARIANTS["base"], 222_903_552),
       (transformers.T5ForConditionalGeneration, transformers.T5Config(

@@ -112,3 +112,20 @@ def test_profile_kinds_of_a_pytorch_step():
   assert {"vocabulary projection and loss", "attention matmuls",
           "projection and MLP matmuls"} <= kinds
   assert 0.5 * wall < sum(seconds.values()) < 1.05 * wall
+
+
+def test_gpu_section_runs_ours_and_the_peer_with_one_flop_count_and_names_failures():
+  """On CPU: each system in its own process; our cuDNN attention fails in one line there."""
+  from tools import benchmark_gpu
+  rows = benchmark_gpu.gpu_section(["gpt_tiny"], ["triform_einsum", "triform_cudnn",
+                                                  "torch_eager"], batch=2, steps=1)
+  ours, cudnn, peer = rows
+  assert "config.model.attention='cudnn' needs an NVIDIA GPU" in cudnn["error"]
+  assert cudnn["tokens_per_s"] is None and cudnn["vs_fastest_peer"] is None
+  for row in (ours, peer):
+    # step_s is rounded to 0.1 ms, tokens_per_s computed before rounding.
+    assert row["error"] is None
+    assert row["tokens_per_s"] == pytest.approx(2 * 128 / row["step_s"], rel=1e-2)
+  assert ours["gflops_per_step"] == peer["gflops_per_step"] > 0
+  assert ours["vs_fastest_peer"] == f"{ours['tokens_per_s'] / peer['tokens_per_s']:.2f}x"
+  assert ours["mfu"] is None  # no published peak for a CPU

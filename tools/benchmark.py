@@ -28,6 +28,9 @@ Sections (the default runs all four in about 10 minutes on a 2-core CPU):
   peers     our step at the reference shape next to HF transformers' PyTorch GPT-2, BERT and
             T5 (eager and torch.compile) and a plain PyTorch GPT, each in its own process,
             timed in rounds (tools/benchmark_peers.py).
+  gpu       on an NVIDIA GPU: gpt_small and gpt_medium in bf16 (einsum and cuDNN attention)
+            next to HF's PyTorch GPT-2 with SDPA, eager and torch.compile; tokens/s and MFU
+            against the published bf16 peak (tools/benchmark_gpu.py).
 """
 import dataclasses
 import importlib
@@ -382,9 +385,16 @@ def peers_section() -> list[dict]:
   return benchmark_peers.peers_section(flags.FLAGS.peer_rounds, flags.FLAGS.peer_steps)
 
 
+def gpu_section() -> list[dict]:
+  from tools import benchmark_gpu  # its workers build on this module's steps
+  return benchmark_gpu.gpu_section(flags.FLAGS.gpu_configs, flags.FLAGS.gpu_systems,
+                                   flags.FLAGS.gpu_batch, flags.FLAGS.gpu_steps,
+                                   flags.FLAGS.gpu_overrides)
+
+
 SECTIONS = {"step": step_section, "variants": variants_section, "decode": decode_section,
             "compile": compile_section, "pipeline": pipeline_section, "data": data_section,
-            "peers": peers_section}
+            "peers": peers_section, "gpu": gpu_section}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -429,6 +439,14 @@ def define_flags() -> None:
   flags.DEFINE_float("data_gb", 2.0, "data section: GB of JSONL to generate (and 4x that).")
   flags.DEFINE_integer("peer_rounds", 3, "peers section: rounds through every system.")
   flags.DEFINE_integer("peer_steps", 12, "peers section: timed steps per system per round.")
+  flags.DEFINE_list("gpu_configs", ["gpt_small", "gpt_medium"], "gpu section: the configs.")
+  flags.DEFINE_list("gpu_systems", ["triform_einsum", "triform_cudnn", "torch_compile"],
+                    "gpu section: systems among triform_einsum, triform_cudnn, torch_eager, "
+                    "torch_compile.")
+  flags.DEFINE_integer("gpu_batch", 16, "gpu section: rows per step.")
+  flags.DEFINE_string("gpu_overrides", "", "gpu section: changes to our configs, e.g. "
+                      "'model.scan_layers=False,model.norm_grad_barrier=False'.")
+  flags.DEFINE_integer("gpu_steps", 10, "gpu section: timed steps per system and config.")
 
 
 if __name__ == "__main__":

@@ -38,12 +38,17 @@ def measured_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
   return 2 * size**3 / best
 
 
+def published_peak(kind: str) -> float | None:
+  """The published dense bf16 FLOP/s of a chip named `kind` (JAX's device_kind, or the name
+  torch.cuda gives), or None for one the table lacks (a CPU)."""
+  return next((peak for name, peak in PUBLISHED_PEAK.items() if kind.startswith(name)), None)
+
+
 def peak_flops_per_device() -> tuple[float, str]:
   """(FLOP/s per device, where the figure comes from)."""
   kind = jax.devices()[0].device_kind
-  for name, peak in PUBLISHED_PEAK.items():
-    if kind.startswith(name):
-      return peak, f"published bf16 peak of {kind}"
+  if published_peak(kind):
+    return published_peak(kind), f"published bf16 peak of {kind}"
   # On CPU all devices share the same cores, so the matmul peak is for the whole host.
   return measured_matmul_peak() / jax.local_device_count(), "fp32 matmul measured in-process"
 
