@@ -29,8 +29,9 @@ Sections (the default runs all four in about 10 minutes on a 2-core CPU):
             T5 (eager and torch.compile) and a plain PyTorch GPT, each in its own process,
             timed in rounds (tools/benchmark_peers.py).
   gpu       on an NVIDIA GPU: gpt_small and gpt_medium in bf16 (einsum and cuDNN attention)
-            next to HF's PyTorch GPT-2 with SDPA, eager and torch.compile; tokens/s and MFU
-            against the published bf16 peak (tools/benchmark_gpu.py).
+            next to HF's PyTorch GPT-2 with SDPA under torch.compile (eager too with
+            --gpu_systems); tokens/s and MFU against the published bf16 peak
+            (tools/benchmark_gpu.py).
 """
 import dataclasses
 import importlib

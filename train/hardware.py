@@ -47,8 +47,9 @@ def published_peak(kind: str) -> float | None:
 def peak_flops_per_device() -> tuple[float, str]:
   """(FLOP/s per device, where the figure comes from)."""
   kind = jax.devices()[0].device_kind
-  if published_peak(kind):
-    return published_peak(kind), f"published bf16 peak of {kind}"
+  peak = published_peak(kind)
+  if peak:
+    return peak, f"published bf16 peak of {kind}"
   # On CPU all devices share the same cores, so the matmul peak is for the whole host.
   return measured_matmul_peak() / jax.local_device_count(), "fp32 matmul measured in-process"
 
