@@ -113,6 +113,21 @@ def test_next_line_examples_continue_functions_of_files_pretraining_never_read()
       assert (e["input"], e["target"]) in seen[split], e
 
 
+def test_unseen_function_names_come_from_files_pretraining_never_read():
+  """Validation: the functions of the files the corpus holds out, none of them trained on;
+  training: stdlib_function_name's train split without those files' functions."""
+  held_out = {task_data._function_name(f)["input"] for f in task_data._functions("")
+              if corpus.is_validation(f.module, 5)}
+  examples = task_data.load_pairs("stdlib_unseen_function_name")
+  named = task_data.load_pairs("stdlib_function_name")["train"]
+  train_inputs = {e["input"] for e in examples["train"]}
+  assert examples["train"] == [e for e in named if e["input"] not in held_out]
+  assert len(examples["validation"]) >= 300
+  assert len({e["input"] for e in examples["validation"]}) == len(examples["validation"])
+  for e in examples["validation"]:
+    assert e["input"] in held_out and e["input"] not in train_inputs, e
+
+
 def test_text_metrics_are_those_of_sacrebleu_and_rouge_score():
   import sacrebleu
   from rouge_score import rouge_scorer

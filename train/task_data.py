@@ -7,8 +7,10 @@
     module) and `stdlib_swapped_lines` (whether a function reads as written or has two
     neighbouring lines swapped). Text to text (BUILTIN_PAIRS): `stdlib_function_name` (a
     function's name from its body), `stdlib_docstring_body` (a function's body from its
-    signature and docstring, as a prompt and its completion) and `stdlib_next_line` (a
-    function's next line of code from its signature and first lines); a classification
+    signature and docstring, as a prompt and its completion), `stdlib_next_line` (a
+    function's next line of code from its signature and first lines) and
+    `stdlib_unseen_function_name` (names of functions from files the built-in corpus holds
+    out, so pretraining never read them); a classification
     task is text to text too, its class name the target (as the T5 paper casts
     classification);
   - local files, `PATH` with `{split}` in it (train, validation): JSONL, or TSV with a
@@ -186,6 +188,26 @@ def _stdlib_next_line(split: str) -> list[dict]:
       :_NEXT_LINE_EXAMPLES[split]]
 
 
+def _stdlib_unseen_function_name(split: str) -> list[dict]:
+  """`stdlib_function_name` validated on functions pretraining never read: those of the
+  files the built-in corpus holds out by default (train/corpus.py, 5%), from the whole
+  standard library, at most _NEXT_LINE_EXAMPLES of them. Training: stdlib_function_name's
+  train split without the functions of those files."""
+  held_out = [f for f in _functions("")
+              if corpus.is_validation(f.module, _CORPUS_VALIDATION_PERCENT)]
+  held_out_inputs = {_function_name(f)["input"] for f in held_out}
+  train = [e for e in _stdlib_pairs("train", _function_name)
+           if e["input"] not in held_out_inputs]
+  if split == "train":
+    return train
+  train_inputs, validation = {e["input"] for e in train}, {}
+  for function in sorted(held_out, key=lambda f: _hash(f.text)):
+    example = _function_name(function)
+    if example["input"] not in train_inputs:
+      validation.setdefault(example["input"], example)  # one example per distinct body
+  return list(validation.values())[:_NEXT_LINE_EXAMPLES["validation"]]
+
+
 # name -> (class names, examples of a split, whether examples are pairs)
 BUILTIN = {
     "stdlib_package": (STDLIB_PACKAGES, _stdlib_package, False),
@@ -197,6 +219,7 @@ BUILTIN_PAIRS = {
     "stdlib_function_name": lambda split: _stdlib_pairs(split, _function_name),
     "stdlib_docstring_body": lambda split: _stdlib_pairs(split, _docstring_body),
     "stdlib_next_line": _stdlib_next_line,
+    "stdlib_unseen_function_name": _stdlib_unseen_function_name,
 }
 # The field names a text-to-text file may use: (input, target) or (prompt, completion).
 PAIR_FIELDS = (("input", "target"), ("prompt", "completion"))
