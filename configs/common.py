@@ -65,6 +65,8 @@ FINETUNING_TASKS = {
     "name": ("text_to_text", "stdlib_function_name", 64, 12, 0, 500),
     "body": ("text_to_text", "stdlib_docstring_body", 64, 64, 0, 300),
     "next_line": ("text_to_text", "stdlib_next_line", 128, 24, 0, 500),
+    # Validated on functions of the files the built-in corpus holds out of pretraining.
+    "swap_unseen": ("classification", "stdlib_unseen_swapped_lines", 64, 32, 2, 300),
     "name_unseen": ("text_to_text", "stdlib_unseen_function_name", 64, 12, 0, 500),
 }
 
@@ -74,8 +76,9 @@ def finetuning(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.
   comma-separated: one task of FINETUNING_TASKS (default "package": which top-level package a
   function comes from; "swap": whether it reads as written or has two lines swapped;
   "swap_text": the same with the class name as a text-to-text target; "name": its name from
-  its body; "name_unseen": the same, validated on functions of files the built-in corpus
-  holds out; "body": its body from its signature and docstring; "next_line": its next line
+  its body; "swap_unseen", "name_unseen": "swap" and "name" validated on functions of the
+  files the built-in corpus holds out of pretraining; "body": its body from its signature
+  and docstring; "next_line": its next line
   of code from its signature and first lines), and "lora" to train LoRA adapters (and a
   head) only. Start from a pretrained run with --config.init_from=WORKDIR
   (else from scratch). Minutes on a 2-core CPU."""

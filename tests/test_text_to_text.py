@@ -113,19 +113,24 @@ def test_next_line_examples_continue_functions_of_files_pretraining_never_read()
       assert (e["input"], e["target"]) in seen[split], e
 
 
-def test_unseen_function_names_come_from_files_pretraining_never_read():
-  """Validation: the functions of the files the corpus holds out, none of them trained on;
-  training: stdlib_function_name's train split without those files' functions."""
-  held_out = {task_data._function_name(f)["input"] for f in task_data._functions("")
-              if corpus.is_validation(f.module, 5)}
-  examples = task_data.load_pairs("stdlib_unseen_function_name")
-  named = task_data.load_pairs("stdlib_function_name")["train"]
-  train_inputs = {e["input"] for e in examples["train"]}
-  assert examples["train"] == [e for e in named if e["input"] not in held_out]
+@pytest.mark.parametrize("unseen, seen, make", [
+    ("stdlib_unseen_function_name", "stdlib_function_name", task_data._function_name),
+    ("stdlib_unseen_swapped_lines", "stdlib_swapped_lines", task_data._swapped_lines)])
+def test_unseen_tasks_validate_on_files_pretraining_never_read(unseen, seen, make):
+  """Validation: examples of the functions of the files the corpus holds out, none of them
+  trained on; training: the seen task's train split without those functions' examples."""
+  load = lambda name: (task_data.load_pairs(name) if name in task_data.BUILTIN_PAIRS
+                       else task_data.load(name, ()))
+  text = lambda e: e.get("input", e.get("text"))
+  held_out = [make(f) for f in task_data._functions("") if corpus.is_validation(f.module, 5)]
+  held_out_texts = {text(e) for e in held_out}
+  examples = load(unseen)
+  train_texts = {text(e) for e in examples["train"]}
+  assert examples["train"] == [e for e in load(seen)["train"] if text(e) not in held_out_texts]
   assert len(examples["validation"]) >= 300
-  assert len({e["input"] for e in examples["validation"]}) == len(examples["validation"])
+  assert len({text(e) for e in examples["validation"]}) == len(examples["validation"])
   for e in examples["validation"]:
-    assert e["input"] in held_out and e["input"] not in train_inputs, e
+    assert e in held_out and text(e) not in train_texts, e
 
 
 def test_text_metrics_are_those_of_sacrebleu_and_rouge_score():

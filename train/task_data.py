@@ -9,10 +9,10 @@
     function's name from its body), `stdlib_docstring_body` (a function's body from its
     signature and docstring, as a prompt and its completion), `stdlib_next_line` (a
     function's next line of code from its signature and first lines) and
-    `stdlib_unseen_function_name` (names of functions from files the built-in corpus holds
-    out, so pretraining never read them); a classification
-    task is text to text too, its class name the target (as the T5 paper casts
-    classification);
+    `stdlib_unseen_function_name` (`stdlib_function_name` validated on functions of the
+    files the built-in corpus holds out, so pretraining never read them; classification:
+    `stdlib_unseen_swapped_lines` likewise); a classification task is text to text too, its
+    class name the target (as the T5 paper casts classification);
   - local files, `PATH` with `{split}` in it (train, validation): JSONL, or TSV with a
     header, holding "text" (and "text_b" for pairs) and "label" for classification, and
     "input" and "target" (or "prompt" and "completion") for text to text;
@@ -46,6 +46,7 @@ _PER_CLASS = 400  # functions per package at most, so no package swamps the othe
 _MIN_LINES = 3
 _CONTEXT_LINES = 5  # code lines a next-line input holds at most, below the signature
 _NEXT_LINE_EXAMPLES = {"train": 4000, "validation": 600}
+_UNSEEN_VALIDATION_EXAMPLES = 600  # validation examples of an unseen task at most
 _CORPUS_VALIDATION_PERCENT = 5  # config.data.validation_percent's default
 _SKIPPED = ("__pycache__", "site-packages", "dist-packages")  # directories no task reads
 
@@ -120,36 +121,50 @@ def _stdlib_same_module(split: str) -> list[dict]:
   return examples
 
 
-def _stdlib_swapped_lines(split: str) -> list[dict]:
-  """Each function as written (label 1), or with two neighbouring lines among its first six
+def _swapped_lines(function: Function) -> dict:
+  """The function as written (label 1), or with two neighbouring lines among its first six
   swapped (label 0), the choice and the lines drawn from a hash of its text: whether code
   reads right, like CoLA's sentences (Warstadt et al. 2019). The swap stays in the first
   lines, so a row that keeps only a function's start still holds it."""
-  examples = []
-  for package in STDLIB_PACKAGES:
-    functions = [f.text for f in _functions(package) if _split_of(f.text) == split]
-    for text in functions[:_PER_CLASS]:
-      draw = _hash("swap:" + text)
-      lines = text.split("\n")
-      # Neighbours i, i + 1 that differ, among the first six lines.
-      swappable = [i for i in range(min(len(lines), 6) - 1) if lines[i] != lines[i + 1]]
-      if draw % 2 or not swappable:
-        examples.append({"text": text, "label": 1})
-        continue
-      i = swappable[(draw // 2) % len(swappable)]
-      lines[i], lines[i + 1] = lines[i + 1], lines[i]
-      examples.append({"text": "\n".join(lines), "label": 0})
-  return examples
+  draw = _hash("swap:" + function.text)
+  lines = function.text.split("\n")
+  # Neighbours i, i + 1 that differ, among the first six lines.
+  swappable = [i for i in range(min(len(lines), 6) - 1) if lines[i] != lines[i + 1]]
+  if draw % 2 or not swappable:
+    return {"text": function.text, "label": 1}
+  i = swappable[(draw // 2) % len(swappable)]
+  lines[i], lines[i + 1] = lines[i + 1], lines[i]
+  return {"text": "\n".join(lines), "label": 0}
 
 
-def _stdlib_pairs(split: str, make) -> list[dict]:
-  """{"input", "target"} = make(function) (None: skip it) for up to _PER_CLASS functions of
-  each package in `split`."""
+def _package_examples(split: str, make) -> list[dict]:
+  """make(function) (None: skip it) for up to _PER_CLASS functions of each package in
+  `split`."""
   examples = []
   for package in STDLIB_PACKAGES:
     made = [make(f) for f in _functions(package) if _split_of(f.text) == split]
-    examples += [pair for pair in made if pair is not None][:_PER_CLASS]
+    examples += [example for example in made if example is not None][:_PER_CLASS]
   return examples
+
+
+def _unseen_examples(split: str, make) -> list[dict]:
+  """_package_examples validated on functions pretraining never read: those of the files
+  the built-in corpus holds out by default (train/corpus.py, 5%), from the whole standard
+  library, one example per distinct text, at most _UNSEEN_VALIDATION_EXAMPLES. Training:
+  _package_examples' train split without the examples of those functions."""
+  text = lambda example: example.get("input", example.get("text"))
+  held_out = [make(f) for f in sorted(_functions(""), key=lambda f: _hash(f.text))
+              if corpus.is_validation(f.module, _CORPUS_VALIDATION_PERCENT)]
+  held_out = [example for example in held_out if example is not None]
+  held_out_texts = {text(example) for example in held_out}
+  train = [e for e in _package_examples("train", make) if text(e) not in held_out_texts]
+  if split == "train":
+    return train
+  train_texts, validation = {text(example) for example in train}, {}
+  for example in held_out:
+    if text(example) not in train_texts:
+      validation.setdefault(text(example), example)
+  return list(validation.values())[:_UNSEEN_VALIDATION_EXAMPLES]
 
 
 def _function_name(function: Function) -> dict:
@@ -188,38 +203,21 @@ def _stdlib_next_line(split: str) -> list[dict]:
       :_NEXT_LINE_EXAMPLES[split]]
 
 
-def _stdlib_unseen_function_name(split: str) -> list[dict]:
-  """`stdlib_function_name` validated on functions pretraining never read: those of the
-  files the built-in corpus holds out by default (train/corpus.py, 5%), from the whole
-  standard library, at most _NEXT_LINE_EXAMPLES of them. Training: stdlib_function_name's
-  train split without the functions of those files."""
-  held_out = [f for f in _functions("")
-              if corpus.is_validation(f.module, _CORPUS_VALIDATION_PERCENT)]
-  held_out_inputs = {_function_name(f)["input"] for f in held_out}
-  train = [e for e in _stdlib_pairs("train", _function_name)
-           if e["input"] not in held_out_inputs]
-  if split == "train":
-    return train
-  train_inputs, validation = {e["input"] for e in train}, {}
-  for function in sorted(held_out, key=lambda f: _hash(f.text)):
-    example = _function_name(function)
-    if example["input"] not in train_inputs:
-      validation.setdefault(example["input"], example)  # one example per distinct body
-  return list(validation.values())[:_NEXT_LINE_EXAMPLES["validation"]]
-
-
 # name -> (class names, examples of a split, whether examples are pairs)
 BUILTIN = {
     "stdlib_package": (STDLIB_PACKAGES, _stdlib_package, False),
     "stdlib_same_module": (("different", "same"), _stdlib_same_module, True),
-    "stdlib_swapped_lines": (("swapped", "as_written"), _stdlib_swapped_lines, False),
+    "stdlib_swapped_lines": (("swapped", "as_written"),
+                             lambda split: _package_examples(split, _swapped_lines), False),
+    "stdlib_unseen_swapped_lines": (("swapped", "as_written"),
+                                    lambda split: _unseen_examples(split, _swapped_lines), False),
 }
 # name -> examples of a split, {"input", "target"} each
 BUILTIN_PAIRS = {
-    "stdlib_function_name": lambda split: _stdlib_pairs(split, _function_name),
-    "stdlib_docstring_body": lambda split: _stdlib_pairs(split, _docstring_body),
+    "stdlib_function_name": lambda split: _package_examples(split, _function_name),
+    "stdlib_docstring_body": lambda split: _package_examples(split, _docstring_body),
     "stdlib_next_line": _stdlib_next_line,
-    "stdlib_unseen_function_name": _stdlib_unseen_function_name,
+    "stdlib_unseen_function_name": lambda split: _unseen_examples(split, _function_name),
 }
 # The field names a text-to-text file may use: (input, target) or (prompt, completion).
 PAIR_FIELDS = (("input", "target"), ("prompt", "completion"))
