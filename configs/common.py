@@ -78,10 +78,9 @@ def finetuning(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.
   "swap_text": the same with the class name as a text-to-text target; "name": its name from
   its body; "swap_unseen", "name_unseen": "swap" and "name" validated on functions of the
   files the built-in corpus holds out of pretraining; "body": its body from its signature
-  and docstring; "next_line": its next line
-  of code from its signature and first lines), and "lora" to train LoRA adapters (and a
-  head) only. Start from a pretrained run with --config.init_from=WORKDIR
-  (else from scratch). Minutes on a 2-core CPU."""
+  and docstring; "next_line": its next line of code from its signature and first lines),
+  and "lora" to train LoRA adapters (and a head) only. Start from a pretrained run with
+  --config.init_from=WORKDIR (else from scratch). Minutes on a 2-core CPU."""
   words = [w for w in (arg or "").split(",") if w]
   tasks = [w for w in words if w in FINETUNING_TASKS]
   unknown = set(words) - set(FINETUNING_TASKS) - {"lora"}
