@@ -43,6 +43,11 @@ def _one_segment(length: int, used: int) -> tuple[np.ndarray, np.ndarray]:
   return _pad(np.arange(used), length), _pad(np.ones(used), length)
 
 
+def _encoded(config: ml_collections.ConfigDict) -> bool:
+  """Whether config's family reads its inputs with an encoder (reads `encoder_inputs`)."""
+  return "encoder_inputs" in FAMILIES[config.model.family].INPUTS
+
+
 def causal_lm(row: dict, bos_id: int) -> dict:
   """Next-token prediction: inputs are targets shifted right, BOS at each segment start."""
   # [T] each
@@ -145,9 +150,8 @@ class MaskedLM(Objective):
     if specials.mask_id is None:
       raise ValueError(f"config.data.tokenizer={config.data.tokenizer!r} has no mask token; "
                        "config.objective='mlm' needs one (use a BERT tokenizer or 'train')")
-    encoded = "encoder_inputs" in FAMILIES[config.model.family].INPUTS
     return cls(config.data.seq_len, n.mlm_rate, config.data.vocab_size, starts, specials,
-               encoded)
+               _encoded(config))
 
   @property
   def raw_length(self) -> int:
@@ -217,7 +221,7 @@ class SpanCorruption(Objective):
       raise ValueError(f"config.data.tokenizer={config.data.tokenizer!r} has no <extra_id_N> "
                        "sentinels; config.objective='span_corruption' needs them (use a T5 "
                        "tokenizer or 'train')")
-    decoder = "encoder_inputs" not in FAMILIES[config.model.family].INPUTS
+    decoder = not _encoded(config)
     return cls(config.data.seq_len, n.noise_density, n.mean_span_length, config.data.vocab_size,
                specials, decoder, decoder and config.decoder_prefix == "causal")
 
@@ -286,7 +290,7 @@ class PrefixLM(Objective):
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, tokenizer=None) -> "PrefixLM":
-    encoded = "encoder_inputs" in FAMILIES[config.model.family].INPUTS
+    encoded = _encoded(config)
     return cls(config.data.seq_len, encoded, specials_of(config, tokenizer),
                causal_prefix=not encoded and config.decoder_prefix == "causal")
 
