@@ -1,7 +1,12 @@
 """tools/record_steps: recordings are compared bit for bit, and differences are named."""
+import ast
+import importlib
+
 import numpy as np
+import pytest
 
 from tools import record_steps
+from train import validation
 
 
 def _recording(loss_bits=0):
@@ -23,3 +28,17 @@ def test_one_bit_or_one_missing_array_is_a_difference():
   del fewer["gpt_tiny/params/embed/embedding"]
   [line] = record_steps.compare(_recording(), fewer)
   assert "1 missing (gpt_tiny/params/embed/embedding)" in line
+
+
+@pytest.mark.parametrize("name", record_steps.TINY)
+def test_the_recorded_runs_pass_the_trainers_config_checks(name):
+  """train.main refuses a config that fails these checks, so a recording would stop."""
+  config = None
+  for flag in record_steps.config_flags(name, 30):
+    key, value = flag.removeprefix("--").split("=")
+    if key == "config":  # the file comes first, then the fields it overrides
+      config = importlib.import_module(value.removesuffix(".py").replace("/", ".")).get_config()
+    else:
+      section, field = key.removeprefix("config.").split(".")
+      config[section][field] = ast.literal_eval(value)
+  validation.validate(config, batch_divisor=1)

@@ -47,11 +47,18 @@ def _flatten(tree, prefix: str = "") -> dict:
   return out
 
 
+def config_flags(name: str, steps: int) -> list[str]:
+  """train.main's config flags for `steps` steps of config `name`; the warmup is a third of
+  them, as a run must reach its peak learning rate."""
+  return [f"--config=configs/{name}.py", f"--config.train.num_steps={steps}",
+          f"--config.train.checkpoint_every={steps}", f"--config.optim.warmup_steps={steps // 3}",
+          *OVERRIDES]
+
+
 def record_one(checkout: str, name: str, steps: int, workdir: str) -> dict:
   """{"<name>/losses": [steps], "<name>/validation_loss": [], "<name>/params/...": arrays}."""
-  command = [sys.executable, "-m", "train.main", f"--config=configs/{name}.py",
-             f"--workdir={workdir}", f"--config.train.num_steps={steps}",
-             f"--config.train.checkpoint_every={steps}", *OVERRIDES]
+  command = [sys.executable, "-m", "train.main", f"--workdir={workdir}",
+             *config_flags(name, steps)]
   subprocess.run(command, cwd=checkout, check=True, stdout=subprocess.DEVNULL)
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     records = [json.loads(line) for line in f]
