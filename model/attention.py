@@ -179,7 +179,7 @@ class Attention(nnx.Module):
   def __call__(self, x: jax.Array, kv: jax.Array | None, mask: jax.Array, *,
                projected_kv: tuple[jax.Array, jax.Array] | None = None, bias=None,
                rotary_positions=None, rotary_base: float = 10_000.0, cache: tuple | None = None,
-               cache_slots=None, causal_block: int = 0,
+               cache_slots=None, causal: bool = False, causal_block: int = 0,
                rngs: nnx.Rngs | None = None) -> tuple[jax.Array, tuple | None]:
     """(output [B, T, D], cache) for queries x [B, T, D] over kv [B, S, D], the source of
     keys and values (x itself for self-attention).
@@ -191,8 +191,10 @@ class Attention(nnx.Module):
     cache: for decoding, (key, value) [B, C, K, H]: this call's keys and values are
     written at `cache_slots` [B, T] and the queries attend over all C slots (mask
     and bias then end in C); the cache returned is the updated one, else None.
-    causal_block: if nonzero, `mask` is causal self-attention's (no query sees a later
-    key) and the queries go in blocks of this many over only the keys they can see.
+    causal: `mask` is causal self-attention's (no query sees a later key). Without a
+    cache, XLA's kernels (einsum, jax_nn) then take the queries in blocks of `causal_block`
+    (0: whole rows) over only the keys they can see, and cuDNN's is told so (is_causal),
+    which skips the hidden tiles instead of reading them from the mask.
     rngs: dropout of the LoRA adapters' inputs (none if None).
     """
     cast = lambda w: w[...].astype(self.dtype)
@@ -210,15 +212,16 @@ class Attention(nnx.Module):
     if self.record_weights:
       self.sow(nnx.Intermediate, "weights", attention_weights(q, k, mask, bias, self.scale))
     # Grouped heads are handled inside: N query heads share K key/value heads.
+    causal = causal and cache is None
     if self.implementation == "einsum":
       kernel = lambda q, k, v, mask, bias: attend(q, k, v, mask, bias, self.scale)
     else:  # jax.nn's: XLA's own (jax_nn) or cuDNN's fused kernel (cudnn)
-      fused = "cudnn" if self.implementation == "cudnn" else None
+      cudnn = self.implementation == "cudnn"
       kernel = lambda q, k, v, mask, bias: jax.nn.dot_product_attention(
           q, k, v, None if bias is None else bias.astype(q.dtype), mask, scale=self.scale,
-          implementation=fused)
+          is_causal=cudnn and causal, implementation="cudnn" if cudnn else None)
     # [B, T, N, H]
-    if causal_block and cache is None:
+    if causal and causal_block and self.implementation != "cudnn":
       out = attend_causal_blocks(kernel, q, k, v, mask, bias, causal_block)
     else:
       out = kernel(q, k, v, mask, bias)

@@ -33,7 +33,8 @@ class Context(NamedTuple):
   encoded: jax.Array | None = None  # [B, S, D] encoder output, for cross-attention
   cross_mask: jax.Array | None = None  # [B, 1, T, S]
   cache_slots: jax.Array | None = None  # [B, T] decoding: cache slots of these tokens
-  causal_block: int = 0  # self-attention's query block when `mask` is causal (0: whole rows)
+  causal: bool = False  # `mask` is causal self-attention's: no query sees a later key
+  causal_block: int = 0  # then XLA's kernels take this many queries at a time (0: whole rows)
 
 
 def dtypes(cfg) -> dict:
@@ -79,7 +80,7 @@ class Block(nnx.Module):
       out, self_cache = self.self_attn(
           h, h, ctx.mask, bias=ctx.bias, rotary_positions=ctx.rotary_positions,
           rotary_base=self.rotary_base, cache=self_cache, cache_slots=ctx.cache_slots,
-          causal_block=ctx.causal_block, rngs=rngs)
+          causal=ctx.causal, causal_block=ctx.causal_block, rngs=rngs)
       return out
 
     x = self._residual(x, self.self_attn_norm, self_attention, rngs)
@@ -171,8 +172,8 @@ class Stack(nnx.Module):
         cross_mask=(None if encoder_segment_ids is None
                     else segment_mask(segment_ids, encoder_segment_ids, causal=False)),
         cache_slots=None if cache is None else positions,
-        # A prefix's keys are visible from earlier queries, so its rows go whole.
-        causal_block=self.causal_block if self.causal and prefix is None else 0)
+        # A prefix's keys are visible from earlier queries: not causal.
+        causal=self.causal and prefix is None, causal_block=self.causal_block)
     x, cache = self._run_layers(x, ctx, None if rngs is None else rngs.dropout(), cache)
     return (x if self.final_norm is None else self.final_norm(x)), cache
 

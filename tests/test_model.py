@@ -253,6 +253,36 @@ def test_causal_blocks_equal_whole_rows(family):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * scale)
 
 
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN's kernel needs an NVIDIA GPU")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cudnn_attention_is_as_close_to_float32_as_einsum_attention(family):
+  """cuDNN's fused kernel (told when self-attention is causal) over two packed documents
+  and padding, in bfloat16: its logits and gradients are no further from the float32
+  einsum model's than the bfloat16 einsum model's are. Each error is the largest
+  difference over the largest float32 value, per array. Both round to bfloat16's 8-bit
+  mantissa in different places, so the bound allows twice the einsum's error, and 1%."""
+  _, tokens, positions, segments = packed_row(np.random.default_rng(6), 61, (30, 20), 14)
+  row = lambda a: jnp.asarray(a)[None]
+  inputs = [row(tokens), row(positions), row(segments)]
+  inputs += inputs if family == "encoder_decoder" else []
+
+  def logits_and_grads(attention, dtype):
+    cfg = make_cfg(family, attention=attention, dtype=dtype, num_heads=2, head_dim=64,
+                   max_length=64)
+    graphdef, params = nnx.split(build_model(cfg, 6), nnx.Param)
+    logits = lambda p: nnx.merge(graphdef, p)(*inputs)
+    return [logits(params)] + jax.tree.leaves(
+        jax.grad(lambda p: (logits(p) ** 2).mean())(params))
+
+  exact = logits_and_grads("einsum", "float32")
+  error = lambda arrays: [float(np.abs(a - e).max() / np.abs(e).max())
+                          for a, e in zip(arrays, exact)]
+  einsum, cudnn = error(logits_and_grads("einsum", "bfloat16")), error(
+      logits_and_grads("cudnn", "bfloat16"))
+  for ours, bound in zip(cudnn, einsum):
+    assert ours <= max(2 * bound, 1e-2), (cudnn, einsum)
+
+
 @pytest.mark.parametrize("causal_block", [0, 16])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_flop_count_matches_the_compiled_forward(family, causal_block):

@@ -7,7 +7,7 @@ transformers' PyTorch GPT-2, in one run on one machine.
 Each config (GPT-2 small, 124M, and medium, 355M: rows of 1024 random token ids, no dropout,
 AdamW with gradient clipping) trains as
   - ours: bf16 compute, fp32 parameters and AdamW moments, attention as plain einsums or
-    through cuDNN's fused kernel (`model.attention=cudnn`, whole rows);
+    through cuDNN's fused kernel (`model.attention=cudnn`, told the mask is causal);
   - `GPT2LMHeadModel` of the same shape with `attn_implementation="sdpa"`: fp32 weights under
     bf16 autocast, fused AdamW, under `torch.compile` (and eager: --gpu_systems).
 Each system runs in its own process, one after another (JAX and PyTorch each take the GPU's
@@ -43,8 +43,6 @@ def gpu_config(name: str, batch: int, attention: str, overrides: str = ""):
   config = benchmark.load_config(name)
   config.train.batch_size = batch
   config.model.update(dtype="bfloat16", param_dtype="float32", attention=attention)
-  if attention == "cudnn":  # the fused kernel takes whole rows
-    config.model.causal_block = 0
   for override in filter(None, overrides.split(",")):
     path, value = override.split("=")
     section, field = path.split(".")

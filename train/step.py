@@ -29,22 +29,22 @@ def _microbatches(batch: dict, count: int) -> dict:
   return jax.tree.map(lambda x: x.reshape(-1, count, *x.shape[1:]).swapaxes(0, 1), batch)
 
 
-def _loss_sum_and_sums(params, graphdef, batch, task, key):
+def _loss_sum_and_sums(params, graphdef, batch, task, key, scale):
   sums = metric_sums(params, graphdef, batch, task, key)
-  return sums[task.LOSS[0]], sums
+  return sums[task.LOSS[0]] * scale, sums
 
 
-def summed_grads(params, graphdef, batch: dict, task, key, microbatches: int):
-  """(gradient of the summed loss, the task's sums), accumulated over `microbatches` in
-  float32."""
+def summed_grads(params, graphdef, batch: dict, task, key, microbatches: int, scale=1.0):
+  """(gradient of the summed loss times `scale`, the task's sums), accumulated over
+  `microbatches` in float32."""
   grad_fn = jax.grad(_loss_sum_and_sums, has_aux=True)
   if microbatches == 1:
-    return grad_fn(params, graphdef, batch, task, key)
+    return grad_fn(params, graphdef, batch, task, key, scale)
 
   def accumulate(carry, inputs):
     micro, index = inputs
     micro_key = None if key is None else jax.random.fold_in(key, index)
-    grads, sums = grad_fn(params, graphdef, micro, task, micro_key)
+    grads, sums = grad_fn(params, graphdef, micro, task, micro_key, scale)
     return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
   zeros = jax.tree.map(jnp.zeros_like, params)
@@ -64,11 +64,14 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, task, seed: int,
   metrics["nonfinite"] counts it and metrics["nonfinite_step"] names the step.
   """
   key = jax.random.fold_in(jax.random.key(seed), state.step) if dropout else None
-  grads, sums = summed_grads(state.params, graphdef, batch, task, key, microbatches)
+  # Testing the guard: NaN at nan_step, 1 elsewhere. It scales the loss that is
+  # differentiated, so every step's program is the same with or without a NaN step,
+  # and it costs one multiply, not one per gradient array.
+  poison = jnp.where(state.step + 1 == nan_step, jnp.nan, 1.0)
+  grads, sums = summed_grads(state.params, graphdef, batch, task, key, microbatches, poison)
   total, count = task.LOSS
   count = jnp.maximum(sums[count], 1.0)
-  poison = jnp.where(state.step + 1 == nan_step, jnp.nan, 1.0)  # testing the guard only
-  grads = jax.tree.map(lambda g: g / count * poison, grads)
+  grads = jax.tree.map(lambda g: g / count, grads)
   loss, grad_norm = sums[total] / count, optax.global_norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
