@@ -212,16 +212,15 @@ class Attention(nnx.Module):
     if self.record_weights:
       self.sow(nnx.Intermediate, "weights", attention_weights(q, k, mask, bias, self.scale))
     # Grouped heads are handled inside: N query heads share K key/value heads.
-    causal = causal and cache is None
+    causal, cudnn = causal and cache is None, self.implementation == "cudnn"
     if self.implementation == "einsum":
       kernel = lambda q, k, v, mask, bias: attend(q, k, v, mask, bias, self.scale)
     else:  # jax.nn's: XLA's own (jax_nn) or cuDNN's fused kernel (cudnn)
-      cudnn = self.implementation == "cudnn"
       kernel = lambda q, k, v, mask, bias: jax.nn.dot_product_attention(
           q, k, v, None if bias is None else bias.astype(q.dtype), mask, scale=self.scale,
           is_causal=cudnn and causal, implementation="cudnn" if cudnn else None)
     # [B, T, N, H]
-    if causal and causal_block and self.implementation != "cudnn":
+    if causal and causal_block and not cudnn:
       out = attend_causal_blocks(kernel, q, k, v, mask, bias, causal_block)
     else:
       out = kernel(q, k, v, mask, bias)

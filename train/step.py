@@ -34,7 +34,7 @@ def _loss_sum_and_sums(params, graphdef, batch, task, key, scale):
   return sums[task.LOSS[0]] * scale, sums
 
 
-def summed_grads(params, graphdef, batch: dict, task, key, microbatches: int, scale=1.0):
+def summed_grads(params, graphdef, batch: dict, task, key, microbatches: int, scale):
   """(gradient of the summed loss times `scale`, the task's sums), accumulated over
   `microbatches` in float32."""
   grad_fn = jax.grad(_loss_sum_and_sums, has_aux=True)
