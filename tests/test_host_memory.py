@@ -1,9 +1,14 @@
-"""train/host_memory: memory freed on the C heap goes back to the OS."""
+"""train/host_memory: memory freed on the C heap goes back to the OS; a training program
+restarts once to get huge pages."""
+import os
+import subprocess
 import sys
 
 import pytest
 
 from train import host_memory
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _resident_mib() -> float:
@@ -25,3 +30,47 @@ def test_freed_heap_pages_are_returned():
   assert host_memory.release_freed_memory()
   assert _resident_mib() < held - 50
   del pin
+
+
+ENV = {"PATH": "/bin"}
+GLIBC, MADVISE = (2, 36), "madvise"
+
+
+def test_huge_pages_are_asked_for_only_where_glibc_and_the_kernel_give_them_on_request():
+  added = host_memory.huge_page_environ(ENV, GLIBC, MADVISE)
+  assert added == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
+                   host_memory.USERS_TUNABLES: ""}
+  # A user's own tunables are kept, and ours comes after them.
+  users = {**ENV, "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+  assert host_memory.huge_page_environ(users, GLIBC, MADVISE)["GLIBC_TUNABLES"] == (
+      "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1")
+  unchanged = [
+      (ENV, (2, 34), MADVISE),  # glibc before the tunable
+      (ENV, None, MADVISE),  # not glibc
+      (ENV, GLIBC, "always"),  # the kernel gives huge pages unasked
+      (ENV, GLIBC, "never"),
+      (ENV, GLIBC, None),  # not Linux
+      ({**ENV, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, GLIBC, MADVISE),  # the user chose
+      (added, GLIBC, MADVISE),  # restarted already: no second restart
+  ]
+  for environ, libc, mode in unchanged:
+    assert host_memory.huge_page_environ(environ, libc, mode) is None, (environ, libc, mode)
+
+
+def test_the_users_environment_is_recovered_after_the_restart():
+  for environ in (ENV, {**ENV, "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}):
+    restarted = host_memory.huge_page_environ(environ, GLIBC, MADVISE)
+    assert host_memory.users_environ(restarted) == environ
+    assert host_memory.users_environ(environ) == environ
+
+
+def test_a_program_restarts_once_under_the_huge_page_environment():
+  # The child prints its tunables after the call; it must come back once, not loop.
+  code = ("from train import host_memory; host_memory.restart_with_huge_pages(); "
+          "import os; print(os.environ.get('GLIBC_TUNABLES'))")
+  environ = {k: v for k, v in os.environ.items()
+             if k not in ("GLIBC_TUNABLES", host_memory.USERS_TUNABLES)}
+  out = subprocess.run([sys.executable, "-c", code], env=environ, cwd=ROOT, check=True,
+                       capture_output=True, text=True, timeout=120).stdout
+  expected = host_memory.with_huge_pages(environ).get("GLIBC_TUNABLES")
+  assert out.splitlines() == [str(expected)]

@@ -43,6 +43,11 @@ import statistics
 import sys
 import time
 
+from train import host_memory
+
+if __name__ == "__main__":  # before JAX loads: glibc reads its tunables only at start
+  host_memory.restart_with_huge_pages()
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -51,7 +56,7 @@ from absl import app, flags
 
 from model import model_config
 from train import data as data_lib
-from train import hardware, host_memory, input_pipeline, noise, objectives, sharding
+from train import hardware, input_pipeline, noise, objectives, sharding
 from train.experiment import Experiment
 
 MiB = 2**20

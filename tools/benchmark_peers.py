@@ -22,6 +22,10 @@ ours the masked ones), so GFLOP/s compares work done per second where the shapes
 rows also show the step's matmul floor (tools/matmul_floor.py: its products, each timed alone
 in the worker after the rounds and after its peak RSS is read, summed) and how far the step
 is above it.
+
+Each system runs in the environment its users' runs get: ours as train/main.py restarts
+itself (glibc told to use huge pages, train/host_memory.py), PyTorch's in the environment the
+benchmark was started in.
 """
 import json
 import os
@@ -32,6 +36,8 @@ import sys
 import time
 
 import numpy as np
+
+from train import host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB, WIDTH, LAYERS, HEADS, MLP, LENGTH, BATCH = 8192, 256, 4, 4, 1024, 256, 8
@@ -253,9 +259,11 @@ def peers_section(rounds: int, steps: int) -> list[dict]:
   for ours, the ratio to the fastest peer of its family."""
   workers, ready = {}, {}
   for label in SYSTEMS:  # one at a time, so no warm-up competes with another
+    environ = (host_memory.with_huge_pages(os.environ) if SYSTEMS[label][0] == "triform"
+               else host_memory.users_environ(os.environ))
     workers[label] = subprocess.Popen(
-        [sys.executable, "-m", "tools.benchmark_peers", label], cwd=ROOT, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [sys.executable, "-m", "tools.benchmark_peers", label], cwd=ROOT, env=environ,
+        text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ready[label] = _answer(workers[label])
     print(f"{label}: ready {ready[label]}", file=sys.stderr, flush=True)
   times = {label: [] for label in SYSTEMS}

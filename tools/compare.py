@@ -41,6 +41,11 @@ import math
 import os
 import statistics
 
+from train import host_memory
+
+if __name__ == "__main__":  # before JAX loads: glibc reads its tunables only at start
+  host_memory.restart_with_huge_pages()
+
 from absl import app, flags, logging
 from etils import epath
 import ml_collections

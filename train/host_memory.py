@@ -1,14 +1,32 @@
-"""Giving the host memory a compile freed back to the operating system.
+"""The host memory of a training process: what compiling freed goes back to the operating
+system, and the step's buffers come in huge pages.
 
 XLA's compiler allocates and frees hundreds of MiB on several threads; glibc's malloc keeps
 what they free in per-thread arenas, so the process's resident memory stays at the
 compile's high-water mark and the step's buffers come on top of it. `malloc_trim(0)`
-returns the free pages of every arena (docs/performance.md has the figures). Elsewhere than
-glibc (macOS, musl) this does nothing.
+returns the free pages of every arena.
+
+XLA:CPU allocates a step's temporaries as one block (hundreds of MiB at the benchmark's
+reference shape) and frees it when the step ends. glibc serves a block that large with a
+fresh `mmap` each time, so every step faults its temporaries in again, 4 KiB at a time (about
+100,000 faults a step there). Told `glibc.malloc.hugetlb=1`, glibc asks the kernel for
+transparent huge pages on such blocks, and a step takes a few thousand faults instead.
+glibc reads its tunables only when a process starts, so the programs that train
+(train/main.py and the tools that run steps) call `restart_with_huge_pages` first thing.
+docs/performance.md has the figures. Elsewhere than glibc (macOS, musl) both do nothing.
 """
 import ctypes
 import ctypes.util
 import functools
+import os
+import sys
+
+TUNABLES = "GLIBC_TUNABLES"
+HUGE_PAGES = "glibc.malloc.hugetlb=1"
+# Set by the restart: the user's own GLIBC_TUNABLES ("" if none), so that the processes a
+# tool starts for other programs (the benchmark's PyTorch peers) get the user's environment.
+USERS_TUNABLES = "TRIFORM_USERS_GLIBC_TUNABLES"
+_THP_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
 @functools.cache
@@ -23,3 +41,63 @@ def release_freed_memory() -> bool:
   """Returns the C heap's free pages to the OS; True if any were returned."""
   trim = _glibc_malloc_trim()
   return bool(trim and trim(0))
+
+
+def glibc_version() -> tuple[int, ...] | None:
+  """The running C library's version if it is glibc, else None."""
+  try:
+    name, version = os.confstr("CS_GNU_LIBC_VERSION").split()
+  except (ValueError, OSError, AttributeError):  # not glibc, or no confstr (macOS, Windows)
+    return None
+  return tuple(int(part) for part in version.split(".")[:2]) if name == "glibc" else None
+
+
+def transparent_huge_page_mode() -> str | None:
+  """The kernel's transparent huge page setting ('always', 'madvise', 'never'), or None
+  where there is none (not Linux)."""
+  try:
+    with open(_THP_MODE) as setting:
+      return setting.read().split("[", 1)[1].split("]", 1)[0]
+  except (OSError, IndexError):
+    return None
+
+
+def huge_page_environ(environ, libc: tuple[int, ...] | None,
+                      thp_mode: str | None) -> dict[str, str] | None:
+  """`environ` with glibc told to back large blocks with huge pages, or None where that
+  would change nothing: not glibc 2.35+ (the first with the tunable), a kernel that gives
+  huge pages only when asked ('madvise') is not this one, the user already chose
+  (GLIBC_TUNABLES names glibc.malloc.hugetlb), or the process was restarted already."""
+  tunables = environ.get(TUNABLES, "")
+  if (USERS_TUNABLES in environ or "glibc.malloc.hugetlb" in tunables or libc is None
+      or libc < (2, 35) or thp_mode != "madvise"):
+    return None
+  return {**environ, USERS_TUNABLES: tunables,
+          TUNABLES: f"{tunables}:{HUGE_PAGES}" if tunables else HUGE_PAGES}
+
+
+def with_huge_pages(environ) -> dict[str, str]:
+  """`environ` as `restart_with_huge_pages` leaves it on this machine: for starting a
+  training process from another one."""
+  return huge_page_environ(environ, glibc_version(), transparent_huge_page_mode()) or dict(
+      environ)
+
+
+def users_environ(environ) -> dict[str, str]:
+  """`environ` as the user gave it, without what `restart_with_huge_pages` added."""
+  if USERS_TUNABLES not in environ:
+    return dict(environ)
+  users = {k: v for k, v in environ.items() if k not in (TUNABLES, USERS_TUNABLES)}
+  if environ[USERS_TUNABLES]:
+    users[TUNABLES] = environ[USERS_TUNABLES]
+  return users
+
+
+def restart_with_huge_pages() -> None:
+  """Re-executes this program, with the same command line, under `huge_page_environ`;
+  returns without restarting where that is None. Call it before anything else runs."""
+  environ = huge_page_environ(os.environ, glibc_version(), transparent_huge_page_mode())
+  if environ is not None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ)

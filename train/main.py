@@ -16,6 +16,11 @@ import glob
 import json
 import sys
 
+from train import host_memory
+
+if __name__ == "__main__":  # before JAX loads: glibc reads its tunables only at start
+  host_memory.restart_with_huge_pages()
+
 from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
