@@ -64,13 +64,29 @@ def test_the_users_environment_is_recovered_after_the_restart():
     assert host_memory.users_environ(environ) == environ
 
 
-def test_a_program_restarts_once_under_the_huge_page_environment():
+def test_only_the_program_the_interpreter_was_started_for_restarts():
+  main = os.path.join(ROOT, "train", "main.py")
+  python = sys.executable
+  assert host_memory.started_this_program([python, "train/x.py", "--a"], ["train/x.py", "--a"])
+  assert host_memory.started_this_program([python, "-X", "dev", "-m", "train.main", "--a=1"],
+                                          [main, "--a=1"])
+  assert host_memory.started_this_program([python, "-m", "train.main"], [main])
+  # A notebook kernel running train.main inside itself (`%run -m train.main ...`).
+  kernel = [python, "-m", "ipykernel_launcher", "-f", "kernel.json"]
+  assert not host_memory.started_this_program(kernel, [main, "--a=1"])
+  assert not host_memory.started_this_program(kernel, [main])
+  assert not host_memory.started_this_program([python, "-c", "print(1)"], ["-c"])
+
+
+def test_a_program_restarts_once_under_the_huge_page_environment(tmp_path):
   # The child prints its tunables after the call; it must come back once, not loop.
-  code = ("from train import host_memory; host_memory.restart_with_huge_pages(); "
-          "import os; print(os.environ.get('GLIBC_TUNABLES'))")
+  program = tmp_path / "program.py"
+  program.write_text("from train import host_memory\nhost_memory.restart_with_huge_pages()\n"
+                     "import os\nprint(os.environ.get('GLIBC_TUNABLES'))\n")
   environ = {k: v for k, v in os.environ.items()
              if k not in ("GLIBC_TUNABLES", host_memory.USERS_TUNABLES)}
-  out = subprocess.run([sys.executable, "-c", code], env=environ, cwd=ROOT, check=True,
+  environ["PYTHONPATH"] = ROOT
+  out = subprocess.run([sys.executable, str(program)], env=environ, check=True,
                        capture_output=True, text=True, timeout=120).stdout
   expected = host_memory.with_huge_pages(environ).get("GLIBC_TUNABLES")
   assert out.splitlines() == [str(expected)]

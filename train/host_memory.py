@@ -18,6 +18,7 @@ docs/performance.md has the figures. Elsewhere than glibc (macOS, musl) both do 
 import ctypes
 import ctypes.util
 import functools
+import importlib.util
 import os
 import sys
 
@@ -93,11 +94,28 @@ def users_environ(environ) -> dict[str, str]:
   return users
 
 
+def started_this_program(orig_argv: list[str], argv: list[str]) -> bool:
+  """Whether the interpreter's command line (`sys.orig_argv`) runs the program whose
+  `sys.argv` this is (`python path/to/program.py ARGS` or `python -m package.program ARGS`),
+  not another one that runs it inside itself (a notebook kernel's `%run`)."""
+  if len(orig_argv) <= len(argv) or orig_argv[len(orig_argv) - len(argv) + 1:] != argv[1:]:
+    return False
+  program = orig_argv[len(orig_argv) - len(argv)]
+  if program == argv[0]:
+    return True
+  try:
+    spec = importlib.util.find_spec(program)
+  except (ImportError, ValueError):  # not a module name
+    return False
+  return spec is not None and spec.origin == argv[0]
+
+
 def restart_with_huge_pages() -> None:
   """Re-executes this program, with the same command line, under `huge_page_environ`;
-  returns without restarting where that is None. Call it before anything else runs."""
+  returns without restarting where that is None or where the interpreter was started for
+  another program. Call it before anything else runs."""
   environ = huge_page_environ(os.environ, glibc_version(), transparent_huge_page_mode())
-  if environ is not None:
+  if environ is not None and started_this_program(sys.orig_argv, sys.argv):
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ)
