@@ -8,9 +8,9 @@ returns the free pages of every arena.
 
 XLA:CPU allocates a step's temporaries as one block (hundreds of MiB at the benchmark's
 reference shape) and frees it when the step ends. glibc serves a block that large with a
-fresh `mmap` each time, so every step faults its temporaries in again, 4 KiB at a time (about
-100,000 faults a step there). Told `glibc.malloc.hugetlb=1`, glibc asks the kernel for
-transparent huge pages on such blocks, and a step takes a few thousand faults instead.
+fresh `mmap` each time, so every step faults its temporaries in again, 4 KiB at a time.
+Told `glibc.malloc.hugetlb=1`, glibc asks the kernel for transparent huge pages on such
+blocks, and a step takes one fault per 2 MiB instead.
 glibc reads its tunables only when a process starts, so the programs that train
 (train/main.py and the tools that run steps) call `restart_with_huge_pages` first thing.
 docs/performance.md has the figures. Elsewhere than glibc (macOS, musl) both do nothing.
