@@ -66,9 +66,10 @@ def transparent_huge_page_mode() -> str | None:
 def huge_page_environ(environ, libc: tuple[int, ...] | None,
                       thp_mode: str | None) -> dict[str, str] | None:
   """`environ` with glibc told to back large blocks with huge pages, or None where that
-  would change nothing: not glibc 2.35+ (the first with the tunable), a kernel that gives
-  huge pages only when asked ('madvise') is not this one, the user already chose
-  (GLIBC_TUNABLES names glibc.malloc.hugetlb), or the process was restarted already."""
+  would change nothing: the C library is not glibc 2.35+ (the first with the tunable); the
+  kernel's mode is not 'madvise' (huge pages on request: 'always' gives them unasked,
+  'never' not at all); the user already chose (GLIBC_TUNABLES names glibc.malloc.hugetlb);
+  or the process was restarted already."""
   tunables = environ.get(TUNABLES, "")
   if (USERS_TUNABLES in environ or "glibc.malloc.hugetlb" in tunables or libc is None
       or libc < (2, 35) or thp_mode != "madvise"):
