@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from tools import benchmark, profile_step
-from train import objectives
+from tools import benchmark, benchmark_peers, profile_step
+from train import hardware, objectives
 from train.experiment import Experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,3 +129,38 @@ def test_gpu_section_runs_ours_and_the_peer_with_one_flop_count_and_names_failur
   assert ours["gflops_per_step"] == peer["gflops_per_step"] > 0
   assert ours["vs_fastest_peer"] == f"{ours['tokens_per_s'] / peer['tokens_per_s']:.2f}x"
   assert ours["mfu"] is None  # no published peak for a CPU
+
+
+def test_cpu_description_names_the_generation_and_vector_width(tmp_path):
+  cpuinfo = tmp_path / "cpuinfo"
+  core = ("processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+          "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512bw\n")
+  cpuinfo.write_text(core.format(n=0) + "\n" + core.format(n=1).replace("avx512f ", ""))
+  cores = os.cpu_count()
+  assert hardware.cpu_description(str(cpuinfo)) == (
+      f"AMD EPYC (family 25, model 17), {cores} cores, AVX-512")
+  cpuinfo.write_text(core.format(n=0).replace(" avx512f avx512bw", ""))
+  assert hardware.cpu_description(str(cpuinfo)).endswith(f"{cores} cores, AVX2")
+  assert hardware.cpu_description(str(tmp_path / "absent")).endswith(f"{cores} cores")
+
+
+def test_shortest_seconds_calls_once_untimed_then_keeps_the_shortest(monkeypatch):
+  calls, clock = [], iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])  # timed calls: 3, 1, 2 s
+  monkeypatch.setattr(hardware.time, "perf_counter", lambda: next(clock))
+  assert hardware.shortest_seconds(lambda: calls.append(1), repeats=3) == 1.0
+  assert len(calls) == 4
+
+
+@pytest.mark.parametrize("kind", ["triform", "eager"])
+def test_framework_matmul_peak_times_the_frameworks_product(kind, monkeypatch):
+  timed = []
+  monkeypatch.setattr(hardware, "shortest_seconds",
+                      lambda run, repeats: timed.append(run()) or 0.5)
+  if kind == "triform":
+    hardware.measured_matmul_peak.cache_clear()
+  flops = benchmark_peers.framework_matmul_peak(kind, size=4)
+  hardware.measured_matmul_peak.cache_clear()
+  assert flops == 2 * 4**3 / 0.5
+  # [4, 4] of ones times itself: every entry is 4, in the framework's own array type.
+  assert type(timed[0]).__module__.split(".")[0] == ("jaxlib" if kind == "triform" else "torch")
+  assert float(timed[0].sum()) == 4 * 4 * 4

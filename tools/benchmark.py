@@ -420,8 +420,10 @@ def main(argv):
   for name in flags.FLAGS.sections:
     start = time.perf_counter()
     results[name] = SECTIONS[name]()
-    print(f"\n## {name} ({jax.devices()[0].platform}, {jax.device_count()} devices, "
-          f"{time.perf_counter() - start:.0f} s)\n")
+    platform = jax.devices()[0].platform
+    host = f"; {hardware.cpu_description()}" if platform == "cpu" else ""
+    print(f"\n## {name} ({platform}, {jax.device_count()} devices, "
+          f"{time.perf_counter() - start:.0f} s{host})\n")
     print(markdown(results[name]), flush=True)
   peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   print(f"\npeak host memory (this process): {peak_rss / MiB:.0f} MiB")

@@ -17,6 +17,8 @@ import sys
 
 from absl import app, flags
 
+from train import host_memory
+
 FLAGS = flags.FLAGS
 
 # Run in a checkout: its own benchmark's reference rows, as JSON on the last line.
@@ -34,8 +36,10 @@ print(json.dumps({{row["config"]: row["step_s"] for row in rows}}))
 
 def run_rows(checkout: str, steps: int) -> dict[str, float]:
   """{row label: median step seconds} of one run in `checkout`."""
+  # Each checkout's steps run as train.main runs ours: with huge pages (train/host_memory.py).
   out = subprocess.run([sys.executable, "-c", _ROWS.format(steps=steps)], cwd=checkout,
-                       capture_output=True, text=True, check=False)
+                       env=host_memory.with_huge_pages(os.environ), capture_output=True,
+                       text=True, check=False)
   if out.returncode:
     raise RuntimeError(f"{checkout}: {out.stderr.strip().splitlines()[-1]}")
   return json.loads(out.stdout.strip().splitlines()[-1])

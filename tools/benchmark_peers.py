@@ -21,7 +21,10 @@ own lengths and the positions its output head projects: HF's BERT projects every
 ours the masked ones), so GFLOP/s compares work done per second where the shapes differ. Our
 rows also show the step's matmul floor (tools/matmul_floor.py: its products, each timed alone
 in the worker after the rounds and after its peak RSS is read, summed) and how far the step
-is above it.
+is above it. Every row ends with an fp32 2048 x 2048 matmul in the system's own framework
+(XLA's or torch's), timed last, and the section's header names the CPU: on one cloud machine
+type, hosts whose vector units are twice as wide double XLA:CPU's products and not torch's
+(docs/performance.md), which decides the race more than anything in either step.
 
 Each system runs in the environment its users' runs get: ours as train/main.py restarts
 itself (glibc told to use huge pages, train/host_memory.py), PyTorch's in the environment the
@@ -240,8 +243,20 @@ def worker(label: str) -> None:
     print("PEER " + json.dumps(seconds), flush=True)
   # The peak before the floor, whose compiles and buffers are the benchmark's, not the step's.
   peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  print("PEER " + json.dumps({"peak_rss_mib": peak_mib, "matmul_floor_s": floor and floor()}),
-        flush=True)
+  print("PEER " + json.dumps({"peak_rss_mib": peak_mib, "matmul_floor_s": floor and floor(),
+                              "matmul_peak_flops": framework_matmul_peak(kind)}), flush=True)
+
+
+def framework_matmul_peak(kind: str, size: int = 2048) -> float:
+  """FLOP/s of an fp32 [size, size] matmul in the system's framework: XLA's (jitted) for
+  ours, torch's for the others. Their ratio says how far the products alone set the race.
+  Called last: train.hardware imports JAX, which a PyTorch worker has not loaded before."""
+  from train import hardware
+  if kind == "triform":
+    return hardware.measured_matmul_peak(size)
+  import torch
+  a = torch.ones(size, size)
+  return 2 * size**3 / hardware.shortest_seconds(lambda: a @ a, repeats=5)
 
 
 # ---------------------------------------------------------------------------- the section
@@ -289,6 +304,7 @@ def peers_section(rounds: int, steps: int) -> list[dict]:
                  "step_buffers_mib": ready[label]["step_buffers_mib"] and round(
                      ready[label]["step_buffers_mib"]),
                  "peak_rss_mib": round(last["peak_rss_mib"]),
+                 "matmul_peak_gflop_per_s": round(last["matmul_peak_flops"] / 1e9),
                  "matmul_floor_s": None, "vs_floor": None, "vs_fastest_peer": None})
     floor = last["matmul_floor_s"]
     if floor:

@@ -24,6 +24,11 @@ import json
 import re
 import time
 
+from train import host_memory
+
+if __name__ == "__main__":  # before JAX loads: profile the step as train.main runs it
+  host_memory.restart_with_huge_pages()
+
 import jax
 from absl import app, flags
 

@@ -8,8 +8,10 @@ import dataclasses
 import functools
 import math
 import os
+import platform
 import re
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +24,18 @@ PUBLISHED_PEAK = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "T
                   "NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA A100": 312e12}
 
 
+def shortest_seconds(run: Callable[[], object], repeats: int) -> float:
+  """The shortest wall time of `repeats` calls of `run` (which waits for its result), after
+  one call that is not timed (the compile, for a jitted one)."""
+  run()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run()
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
 @functools.cache
 def measured_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
   """FLOP/s of a jitted fp32 [size, size] matmul on one device: the CPU's practical peak.
@@ -29,13 +43,30 @@ def measured_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
   another in a process (tools/compare, fine-tunings, notebooks) share one MFU yardstick."""
   a = jnp.ones((size, size), jnp.float32)
   matmul = jax.jit(lambda x: x @ x)
-  matmul(a).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    matmul(a).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * size**3 / best
+  return 2 * size**3 / shortest_seconds(lambda: matmul(a).block_until_ready(), repeats)
+
+
+def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> str:
+  """The host CPU for a benchmark's header: 'AMD EPYC (family 25, model 17), 2 cores,
+  AVX-512' from Linux's cpuinfo; elsewhere what `platform` knows.
+
+  The same cloud machine type can land on CPU generations whose vector units differ in
+  width, which moves XLA:CPU's matmuls (and so every step) by up to 2x, so a table of
+  timings says which one it ran on.
+  """
+  try:
+    with open(cpuinfo, encoding="utf-8") as f:
+      first = f.read().split("\n\n")[0]
+  except OSError:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+  fields = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
+  fields = {key.strip(): value.strip() for key, value in fields.items()}
+  flags = fields.get("flags", "").split()
+  vectors = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+  name = fields.get("model name", platform.machine())
+  if "cpu family" in fields:
+    name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+  return f"{name}, {os.cpu_count()} cores, {vectors}"
 
 
 def published_peak(kind: str) -> float | None:
