@@ -22,9 +22,9 @@ ours the masked ones), so GFLOP/s compares work done per second where the shapes
 rows also show the step's matmul floor (tools/matmul_floor.py: its products, each timed alone
 in the worker after the rounds and after its peak RSS is read, summed) and how far the step
 is above it. Every row ends with an fp32 2048 x 2048 matmul in the system's own framework
-(XLA's or torch's), timed last, and the section's header names the CPU: on one cloud machine
-type, hosts whose vector units are twice as wide double XLA:CPU's products and not torch's
-(docs/performance.md), which decides the race more than anything in either step.
+(XLA's or torch's), timed last, and the section's header names the CPU: our development
+machine has run on hosts whose vector units differ in width, which moved XLA:CPU's products
+by 2x and PyTorch's steps far less (docs/performance.md).
 
 Each system runs in the environment its users' runs get: ours as train/main.py restarts
 itself (glibc told to use huge pages, train/host_memory.py), PyTorch's in the environment the

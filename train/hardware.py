@@ -50,9 +50,9 @@ def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> str:
   """The host CPU for a benchmark's header: 'AMD EPYC (family 25, model 17), 2 cores,
   AVX-512' from Linux's cpuinfo; elsewhere what `platform` knows.
 
-  The same cloud machine type can land on CPU generations whose vector units differ in
-  width, which moves XLA:CPU's matmuls (and so every step) by up to 2x, so a table of
-  timings says which one it ran on.
+  One cloud machine type can land on CPU generations whose vector units differ in width,
+  which moved XLA:CPU's matmuls by 2x on ours (docs/performance.md), so a table of timings
+  says which one it ran on.
   """
   try:
     with open(cpuinfo, encoding="utf-8") as f:
