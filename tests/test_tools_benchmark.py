@@ -141,6 +141,8 @@ def test_cpu_description_names_the_generation_and_vector_width(tmp_path):
       f"AMD EPYC (family 25, model 17), {cores} cores, AVX-512")
   cpuinfo.write_text(core.format(n=0).replace(" avx512f avx512bw", ""))
   assert hardware.cpu_description(str(cpuinfo)).endswith(f"{cores} cores, AVX2")
+  cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd sve\n")  # ARM: no x86 flags
+  assert hardware.cpu_description(str(cpuinfo)).endswith(f", {cores} cores")
   assert hardware.cpu_description(str(tmp_path / "absent")).endswith(f"{cores} cores")
 
 

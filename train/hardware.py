@@ -61,11 +61,13 @@ def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
   fields = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
   fields = {key.strip(): value.strip() for key, value in fields.items()}
-  flags = fields.get("flags", "").split()
-  vectors = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
   name = fields.get("model name", platform.machine())
   if "cpu family" in fields:
     name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+  if "flags" not in fields:  # not x86 (ARM lists "Features")
+    return f"{name}, {os.cpu_count()} cores"
+  flags = fields["flags"].split()
+  vectors = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
   return f"{name}, {os.cpu_count()} cores, {vectors}"
 
 
