@@ -59,8 +59,8 @@ def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> str:
       first = f.read().split("\n\n")[0]
   except OSError:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-  fields = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
-  fields = {key.strip(): value.strip() for key, value in fields.items()}
+  fields = {key.strip(): value.strip() for key, value in
+            (line.split(":", 1) for line in first.splitlines() if ":" in line)}
   name = fields.get("model name", platform.machine())
   if "cpu family" in fields:
     name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
