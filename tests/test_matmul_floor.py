@@ -35,5 +35,6 @@ def test_the_train_steps_products_are_the_flops_the_model_counts(name):
   experiment = Experiment(config)
   state = experiment.abstract_state
   batch = jax.tree.map(jnp.asarray, benchmark.synthetic_batch(config))
-  counts = matmul_floor.products(jax.make_jaxpr(experiment.jit_train_step())(state, batch))
+  jaxpr = matmul_floor.jaxpr_of(experiment.jit_train_step(), state, batch)
+  counts = matmul_floor.products(jaxpr)
   assert sum(p.flops * n for p, n in counts.items()) == experiment.flops_per_step

@@ -37,6 +37,12 @@ class Product:
     return 2 * math.prod(self.lhs) * rhs_free
 
 
+def jaxpr_of(fn, *args) -> jax_core.ClosedJaxpr:
+  """The closed jaxpr of fn(*args). A jax.jit is traced as the top-level jit it is, since
+  one with compiler options (Experiment.jit_train_step) cannot be traced inside another."""
+  return fn.trace(*args).jaxpr if hasattr(fn, "trace") else jax.make_jaxpr(fn)(*args)
+
+
 def products(closed_jaxpr) -> collections.Counter:
   """Counter of Product -> how many times one call of the traced function computes it."""
   counts = collections.Counter()
@@ -75,5 +81,5 @@ def time_product(product: Product, repeats: int = 20) -> float:
 
 def floor_seconds(fn, *args) -> float:
   """The matmul floor of `fn(*args)`: its products, each timed alone, summed."""
-  counts = products(jax.make_jaxpr(fn)(*args))
+  counts = products(jaxpr_of(fn, *args))
   return sum(count * time_product(product) for product, count in counts.items())

@@ -14,13 +14,13 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from model import (FAMILIES, abstract_model, build_model, count_params, model_config,
                    model_graphdef, train_flops_per_row)
 from model import lora
-from train import (checkpoint, host_memory, init_from, optim, sharding, tasks, trainable,
-                   validation)
+from train import (checkpoint, hardware, host_memory, init_from, optim, sharding, tasks,
+                   trainable, validation)
 from train import step as step_lib
 from train.state import TrainState
 
@@ -148,8 +148,10 @@ class Experiment:
         step_lib.train_step, graphdef=self.graphdef, tx=self.tx, task=self.task,
         seed=self.config.seed, dropout=self.model_cfg.dropout_rate > 0,
         microbatches=t.microbatches, nan_step=t.inject_nan_at_step), self.mesh, self.rules)
+    platform = self.mesh.devices.flat[0].platform if isinstance(self.mesh, Mesh) else None
     return jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding),
-                   out_shardings=(self.state_shardings, None), donate_argnums=0)
+                   out_shardings=(self.state_shardings, None), donate_argnums=0,
+                   compiler_options=hardware.step_compiler_options(platform))
 
   def jit_eval_step(self, param_shardings=None):
     """step_lib.eval_step jitted; params laid out as the state's (or `param_shardings`)."""
