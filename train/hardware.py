@@ -79,9 +79,9 @@ def step_compiler_options(platform: str | None) -> dict | None:
   update into two kernels, the new moment's and the new parameter's, and both read the old
   moment. The default analysis cannot prove that the parameter's kernel reads it before the
   moment's kernel overwrites it in place, so it copied every donated moment at the top of
-  the step, and the copies stayed resident through the forward and backward passes. The region-based
-  analysis drops those copies; the program computes the same bits. Other platforms keep
-  their compiler's defaults.
+  the step, and the copies stayed resident through the forward and backward passes. The
+  region-based analysis drops those copies; the program computes the same bits. Other
+  platforms keep their compiler's defaults.
   """
   return {"xla_cpu_copy_insertion_use_region_analysis": True} if platform == "cpu" else None
 
