@@ -21,7 +21,9 @@ own lengths and the positions its output head projects: HF's BERT projects every
 ours the masked ones), so GFLOP/s compares work done per second where the shapes differ. Our
 rows also show the step's matmul floor (tools/matmul_floor.py: its products, each timed alone
 in the worker after the rounds and after its peak RSS is read, summed) and how far the step
-is above it. Every row ends with an fp32 2048 x 2048 matmul in the system's own framework
+is above it, and the same products timed in PyTorch (torch.einsum, in the same worker):
+the floor our step would have with PyTorch's kernels, set beside the PyTorch peers' whole
+steps. Every row ends with an fp32 2048 x 2048 matmul in the system's own framework
 (XLA's or torch's), timed last, and the section's header names the CPU: our development
 machine has run on hosts whose vector units differ in width, which moved XLA:CPU's products
 by 2x and PyTorch's steps far less (docs/performance.md).
@@ -89,15 +91,20 @@ def _import_framework(kind: str) -> None:
 def _triform_worker(model: str):
   """(one-step function returning the loss, lengths (decoder or encoder row, encoder row of
   an encoder-decoder), scored positions per row, a function measuring the step's matmul
-  floor in seconds, the compiled step's buffers in bytes)."""
+  floor in seconds (XLA's kernels, then PyTorch's), the compiled step's buffers in bytes)."""
   from tools import benchmark, matmul_floor
   from train.experiment import Experiment
   config = benchmark.for_this_machine(benchmark.reference_config(f"{model}_tiny"))
   config.model.update(SAME_AS_PEERS[model])
   timed = benchmark.compile_step(config, benchmark.synthetic_batch(config))
   experiment = Experiment(config)
-  floor = lambda: matmul_floor.floor_seconds(experiment.jit_train_step(), timed.state,
-                                             timed.batch)
+
+  def floor():
+    import torch
+    torch.set_num_threads(os.cpu_count())  # as the PyTorch workers run
+    return [matmul_floor.floor_seconds(experiment.jit_train_step(), timed.state, timed.batch,
+                                       timer=timer)
+            for timer in (matmul_floor.time_product, matmul_floor.time_product_in_torch)]
 
   def step():
     timed.run()
@@ -243,7 +250,7 @@ def worker(label: str) -> None:
     print("PEER " + json.dumps(seconds), flush=True)
   # The peak before the floor, whose compiles and buffers are the benchmark's, not the step's.
   peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  print("PEER " + json.dumps({"peak_rss_mib": peak_mib, "matmul_floor_s": floor and floor(),
+  print("PEER " + json.dumps({"peak_rss_mib": peak_mib, "matmul_floors_s": floor and floor(),
                               "matmul_peak_flops": framework_matmul_peak(kind)}), flush=True)
 
 
@@ -305,10 +312,12 @@ def peers_section(rounds: int, steps: int) -> list[dict]:
                      ready[label]["step_buffers_mib"]),
                  "peak_rss_mib": round(last["peak_rss_mib"]),
                  "matmul_peak_gflop_per_s": round(last["matmul_peak_flops"] / 1e9),
-                 "matmul_floor_s": None, "vs_floor": None, "vs_fastest_peer": None})
-    floor = last["matmul_floor_s"]
-    if floor:
-      rows[-1].update(matmul_floor_s=round(floor, 4), vs_floor=f"{seconds / floor:.2f}x")
+                 "matmul_floor_s": None, "vs_floor": None, "matmul_floor_torch_s": None,
+                 "vs_fastest_peer": None})
+    if last["matmul_floors_s"]:
+      floor, floor_in_torch = last["matmul_floors_s"]
+      rows[-1].update(matmul_floor_s=round(floor, 4), vs_floor=f"{seconds / floor:.2f}x",
+                      matmul_floor_torch_s=round(floor_in_torch, 4))
   for row in rows:
     kind, model = SYSTEMS[row["system"]]
     if kind == "triform":

@@ -6,11 +6,16 @@ scan, once per iteration). Each distinct product is then jitted alone, on random
 of its shapes, and timed; the floor is the sum over products of count x median time. A step
 can beat its floor only by fusing products together, so step time / floor says how much of
 the step is spent outside the matmuls.
+
+The same products can also be timed in PyTorch (`time_product_in_torch`, torch.einsum on
+operands of the same shapes): the floor a step computing them would have with PyTorch's
+kernels, which says how much of a gap to a PyTorch peer lies in the kernels themselves.
 """
 import collections
 import dataclasses
 import math
 import statistics
+import string
 import time
 
 import jax
@@ -79,7 +84,46 @@ def time_product(product: Product, repeats: int = 20) -> float:
   return statistics.median(seconds)
 
 
-def floor_seconds(fn, *args) -> float:
-  """The matmul floor of `fn(*args)`: its products, each timed alone, summed."""
+def einsum_equation(product: Product) -> str:
+  """The product as an einsum equation, its output in dot_general's order (batch axes,
+  then the lhs's free axes, then the rhs's). [B, S, D] x [D, E] contracting D: 'bca,ad->bcd'."""
+  (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = product.dimension_numbers
+  letters = iter(string.ascii_letters)
+  lhs, rhs = [None] * len(product.lhs), [None] * len(product.rhs)
+  for lhs_axis, rhs_axis in zip(tuple(lhs_batch) + tuple(lhs_contract),
+                                tuple(rhs_batch) + tuple(rhs_contract)):
+    lhs[lhs_axis] = rhs[rhs_axis] = next(letters)
+  lhs_free = [axis for axis, letter in enumerate(lhs) if letter is None]
+  rhs_free = [axis for axis, letter in enumerate(rhs) if letter is None]
+  for axis in lhs_free:
+    lhs[axis] = next(letters)
+  for axis in rhs_free:
+    rhs[axis] = next(letters)
+  out = [lhs[a] for a in lhs_batch] + [lhs[a] for a in lhs_free] + [rhs[a] for a in rhs_free]
+  return f"{''.join(lhs)},{''.join(rhs)}->{''.join(out)}"
+
+
+def time_product_in_torch(product: Product, repeats: int = 20) -> float:
+  """Median seconds of the same product in PyTorch: torch.einsum on random operands of its
+  shapes and dtypes, with torch's threads as they are set. torch is a dev dependency, as
+  the PyTorch peers this is compared with are."""
+  import torch
+  generator = torch.Generator().manual_seed(0)
+  lhs, rhs = (torch.randn(shape, generator=generator).to(getattr(torch, dtype))
+              for shape, dtype in ((product.lhs, product.lhs_dtype),
+                                   (product.rhs, product.rhs_dtype)))
+  equation = einsum_equation(product)
+  torch.einsum(equation, lhs, rhs)
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    torch.einsum(equation, lhs, rhs)
+    seconds.append(time.perf_counter() - start)
+  return statistics.median(seconds)
+
+
+def floor_seconds(fn, *args, timer=time_product) -> float:
+  """The matmul floor of `fn(*args)`: its products, each timed alone by `timer` (XLA's
+  kernels; `time_product_in_torch` for PyTorch's), summed."""
   counts = products(jaxpr_of(fn, *args))
-  return sum(count * time_product(product) for product, count in counts.items())
+  return sum(count * timer(product) for product, count in counts.items())
