@@ -75,11 +75,16 @@ def time_product(product: Product, repeats: int = 20) -> float:
   rhs = jax.random.normal(rhs_key, product.rhs, jnp.float32).astype(product.rhs_dtype)
   multiply = jax.jit(lambda a, b: jax.lax.dot_general(
       a, b, product.dimension_numbers, preferred_element_type=product.preferred_element_type))
-  jax.block_until_ready(multiply(lhs, rhs))
+  return _median_seconds(lambda: jax.block_until_ready(multiply(lhs, rhs)), repeats)
+
+
+def _median_seconds(run, repeats: int) -> float:
+  """Median seconds of `repeats` calls of run(), after one call that is not timed."""
+  run()
   seconds = []
   for _ in range(repeats):
     start = time.perf_counter()
-    jax.block_until_ready(multiply(lhs, rhs))
+    run()
     seconds.append(time.perf_counter() - start)
   return statistics.median(seconds)
 
@@ -113,13 +118,7 @@ def time_product_in_torch(product: Product, repeats: int = 20) -> float:
               for shape, dtype in ((product.lhs, product.lhs_dtype),
                                    (product.rhs, product.rhs_dtype)))
   equation = einsum_equation(product)
-  torch.einsum(equation, lhs, rhs)
-  seconds = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    torch.einsum(equation, lhs, rhs)
-    seconds.append(time.perf_counter() - start)
-  return statistics.median(seconds)
+  return _median_seconds(lambda: torch.einsum(equation, lhs, rhs), repeats)
 
 
 def floor_seconds(fn, *args, timer=time_product) -> float:
